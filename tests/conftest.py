@@ -1,0 +1,1 @@
+"""Shared fixtures: the real llama.cpp server, the gateway emulator, the MCP client."""
