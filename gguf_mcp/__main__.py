@@ -1,0 +1,3 @@
+from gguf_mcp.cli import main
+
+raise SystemExit(main())

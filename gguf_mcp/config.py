@@ -1,0 +1,354 @@
+"""Settings: read once at start-up from flags, environment and an optional TOML file.
+
+Every setting has an environment variable and a flag (`OPTIONS`, which `--help`, the README
+and `server.json` all describe). Anything wrong becomes one `ConfigError` line that names the
+setting and the fix; nothing here raises anything else.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from gguf_mcp.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+GGUF_CLOUD_ROOT = "https://modelslab.com/api/gguf"
+DEFAULT_KEY_ENV = "MODELSLAB_API_KEY"
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_MAX_RETRIES = 3
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DEPLOYMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as users see it: its flag, its environment variable and its help."""
+
+    dest: str
+    flag: str
+    env: str
+    help: str
+    metavar: str | None = None
+    secret: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "api_key",
+        "",
+        DEFAULT_KEY_ENV,
+        "ModelsLab API key for GGUF Cloud (a secret: environment or --api-key-file only). Optional for a "
+        "self-hosted llama-server started without --api-key.",
+        secret=True,
+    ),
+    Option(
+        "api_key_file",
+        "--api-key-file",
+        "MODELSLAB_API_KEY_FILE",
+        f"File holding the API key (instead of {DEFAULT_KEY_ENV}).",
+        "PATH",
+    ),
+    Option(
+        "deployment_id",
+        "--deployment-id",
+        "GGUF_DEPLOYMENT_ID",
+        f"GGUF Cloud deployment id; the base URL becomes {GGUF_CLOUD_ROOT}/<id>.",
+        "ID",
+    ),
+    Option(
+        "base_url",
+        "--base-url",
+        "GGUF_BASE_URL",
+        "Base URL of a deployment or of any llama-server, with or without /v1 (instead of GGUF_DEPLOYMENT_ID).",
+        "URL",
+    ),
+    Option(
+        "config",
+        "--config",
+        "GGUF_MCP_CONFIG",
+        "TOML file naming several deployments (see README); replaces GGUF_DEPLOYMENT_ID and GGUF_BASE_URL.",
+        "PATH",
+    ),
+    Option(
+        "timeout",
+        "--timeout",
+        "GGUF_MCP_TIMEOUT",
+        f"Upstream read time-out in seconds (default {DEFAULT_TIMEOUT:g}; long generations need long ones).",
+        "SECONDS",
+    ),
+    Option(
+        "max_retries",
+        "--max-retries",
+        "GGUF_MCP_MAX_RETRIES",
+        f"Retries for a deployment that is not ready, restarting or rate limiting (default {DEFAULT_MAX_RETRIES}).",
+        "N",
+    ),
+    Option(
+        "transport",
+        "--transport",
+        "GGUF_MCP_TRANSPORT",
+        "stdio (default; for clients that spawn the server) or http (Streamable HTTP at /mcp).",
+        "{stdio,http}",
+    ),
+    Option("host", "--host", "GGUF_MCP_HOST", "HTTP bind address (default 127.0.0.1).", "HOST"),
+    Option("port", "--port", "GGUF_MCP_PORT", "HTTP port (default 8000).", "PORT"),
+    Option(
+        "log_level",
+        "--log-level",
+        "GGUF_MCP_LOG_LEVEL",
+        "Log level on stderr: debug, info, warning (default) or error.",
+        "LEVEL",
+    ),
+)
+OPTION_BY_DEST = {o.dest: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One upstream: where it is, how to authenticate, and what the agent is told about it."""
+
+    name: str
+    base_url: str
+    api_key: SecretStr | None
+    key_env: str = DEFAULT_KEY_ENV
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs, validated."""
+
+    deployments: dict[str, Deployment]
+    default_deployment: str
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    transport: Literal["stdio", "http"] = "stdio"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "WARNING"
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
+def _setting(dest: str) -> str:
+    o = OPTION_BY_DEST[dest]
+    return f"{o.env} ({o.flag})" if o.flag else o.env
+
+
+def normalize_base_url(raw: str, setting: str) -> str:
+    """Return the deployment root for any URL form users paste: root or `/v1`, any trailing slash."""
+    url = raw.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{setting}: {raw!r} is not an http(s) URL. Use e.g. {GGUF_CLOUD_ROOT}/<deployment_id> or "
+            "http://127.0.0.1:8080 for a local llama-server."
+        )
+    if parts.username or parts.password:
+        raise ConfigError(f"{setting}: the URL must not carry credentials; put the key in {DEFAULT_KEY_ENV}.")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{setting}: {raw!r} has a query or fragment; give only the base URL.")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ConfigError(f"{setting}: {raw!r} has an invalid port.") from None
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        path = path[: -len("/v1")]
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def deployment_url(deployment_id: str, setting: str) -> str:
+    if not _DEPLOYMENT_ID.match(deployment_id):
+        raise ConfigError(
+            f"{setting}: {deployment_id!r} is not a deployment id (letters, digits, '-' and '_'); copy it "
+            "from the GGUF Cloud dashboard."
+        )
+    return f"{GGUF_CLOUD_ROOT}/{deployment_id}"
+
+
+def _read_key_file(path: str) -> str:
+    try:
+        key = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{_setting('api_key_file')}: cannot read {path!r} ({exc.strerror}).") from None
+    if not key:
+        raise ConfigError(f"{_setting('api_key_file')}: {path!r} is empty; put the API key in it.")
+    return key
+
+
+def _positive_float(raw: str, dest: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{_setting(dest)}: {raw!r} is not a positive number of seconds (e.g. 600).")
+    return value
+
+
+def _int_in(raw: str, dest: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(f"{_setting(dest)}: {raw!r} is not a whole number from {low} to {high}.")
+    return value
+
+
+def _key(environ: Mapping[str, str], env_name: str, required_for: str | None) -> SecretStr | None:
+    value = environ.get(env_name, "").strip()
+    if value:
+        return SecretStr(value)
+    if required_for:
+        raise ConfigError(
+            f"{env_name} is not set: deployment {required_for!r} on GGUF Cloud needs the account's API key. "
+            "Set it in the server's environment (your MCP client's \"env\" block)."
+        )
+    return None
+
+
+def _needs_key(base_url: str) -> bool:
+    return base_url.startswith(GGUF_CLOUD_ROOT + "/")
+
+
+def _deployments_from_toml(
+    path: str, environ: Mapping[str, str], default_key: str | None
+) -> tuple[dict[str, Deployment], str]:
+    setting = _setting("config")
+    try:
+        data = tomllib.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path!r} ({exc.strerror}).") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{setting}: {path!r} is not valid TOML ({exc}).") from None
+
+    unknown = set(data) - {"default", "deployments"}
+    if unknown:
+        raise ConfigError(
+            f"{setting}: unknown top-level key(s) {sorted(unknown)}; expected 'default' and [deployments.<name>]."
+        )
+    tables = data.get("deployments")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"{setting}: {path!r} defines no [deployments.<name>] table.")
+
+    deployments: dict[str, Deployment] = {}
+    for name, table in tables.items():
+        where = f"{setting}: [deployments.{name}]"
+        if not _NAME.match(name):
+            raise ConfigError(f"{where}: the name must be letters, digits, '-', '_' or '.' (at most 64).")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table.")
+        extra = set(table) - {"deployment_id", "base_url", "api_key_env", "description"}
+        if extra:
+            raise ConfigError(
+                f"{where}: unknown key(s) {sorted(extra)}; allowed: deployment_id, base_url, api_key_env, description."
+            )
+        deployments[name] = _deployment_from_table(name, table, where, environ, default_key)
+
+    default = data.get("default", next(iter(deployments)))
+    if default not in deployments:
+        raise ConfigError(f"{setting}: default = {default!r} is not one of the deployments ({', '.join(deployments)}).")
+    return deployments, default
+
+
+def _deployment_from_table(
+    name: str, table: dict[str, Any], where: str, environ: Mapping[str, str], default_key: str | None
+) -> Deployment:
+    for k in table:
+        if not isinstance(table[k], str):
+            raise ConfigError(f"{where}: {k} must be a string.")
+    dep_id: str | None = table.get("deployment_id")
+    base: str | None = table.get("base_url")
+    if dep_id is not None and base is None:
+        url = deployment_url(dep_id, f"{where} deployment_id")
+    elif base is not None and dep_id is None:
+        url = normalize_base_url(base, f"{where} base_url")
+    else:
+        raise ConfigError(f"{where}: set exactly one of deployment_id or base_url.")
+    key_env = table.get("api_key_env", DEFAULT_KEY_ENV)
+    if not _ENV_NAME.match(key_env):
+        raise ConfigError(f"{where}: api_key_env = {key_env!r} is not an environment variable name.")
+    if key_env == DEFAULT_KEY_ENV and default_key is not None:
+        key: SecretStr | None = SecretStr(default_key)
+    else:
+        key = _key(environ, key_env, name if _needs_key(url) else None)
+    return Deployment(name, url, key, key_env, table.get("description", "").strip())
+
+
+def parse_settings(values: Mapping[str, str | None], environ: Mapping[str, str]) -> Settings:
+    """Validate raw values (flag value if given, else the environment) into `Settings`."""
+
+    def get(dest: str) -> str | None:
+        value = values.get(dest)
+        if value is None:
+            value = environ.get(OPTION_BY_DEST[dest].env)
+        return value.strip() if value is not None and value.strip() else None
+
+    key_file = get("api_key_file")
+    default_key = _read_key_file(key_file) if key_file else (environ.get(DEFAULT_KEY_ENV, "").strip() or None)
+
+    config, dep_id, base = get("config"), get("deployment_id"), get("base_url")
+    if config and (dep_id or base):
+        other = _setting("deployment_id" if dep_id else "base_url")
+        raise ConfigError(
+            f"{_setting('config')} is set together with {other}: name every deployment in the TOML file and "
+            "unset the other."
+        )
+    if dep_id and base:
+        raise ConfigError(f"Set only one of {_setting('deployment_id')} or {_setting('base_url')}, not both.")
+    if config:
+        deployments, default = _deployments_from_toml(config, environ, default_key)
+    elif dep_id or base:
+        url = (
+            deployment_url(dep_id, _setting("deployment_id"))
+            if dep_id
+            else normalize_base_url(base or "", _setting("base_url"))
+        )
+        if _needs_key(url) and default_key is None:
+            raise ConfigError(
+                f"{DEFAULT_KEY_ENV} is not set: GGUF Cloud needs the account's API key. Set it in the server's "
+                f'environment (your MCP client\'s "env" block), or use {_setting("api_key_file")}.'
+            )
+        key = SecretStr(default_key) if default_key else None
+        deployments, default = {"default": Deployment("default", url, key)}, "default"
+    else:
+        raise ConfigError(
+            f"No deployment configured: set {_setting('deployment_id')} for GGUF Cloud, {_setting('base_url')} for "
+            f"any llama-server, or {_setting('config')} for several."
+        )
+
+    transport = get("transport") or "stdio"
+    if transport not in ("stdio", "http"):
+        raise ConfigError(f"{_setting('transport')}: {transport!r} is not 'stdio' or 'http'.")
+    log_level = (get("log_level") or "warning").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{_setting('log_level')}: {log_level.lower()!r} is not debug, info, warning or error.")
+    timeout, retries, port = get("timeout"), get("max_retries"), get("port")
+    secrets = tuple(d.api_key.get_secret_value() for d in deployments.values() if d.api_key)
+    return Settings(
+        deployments=deployments,
+        default_deployment=default,
+        timeout=_positive_float(timeout, "timeout") if timeout else DEFAULT_TIMEOUT,
+        max_retries=_int_in(retries, "max_retries", 0, 10) if retries else DEFAULT_MAX_RETRIES,
+        transport=transport,  # type: ignore[arg-type]  # checked just above
+        host=get("host") or "127.0.0.1",
+        port=_int_in(port, "port", 0, 65535) if port else 8000,
+        log_level=log_level,
+        secrets=secrets,
+    )

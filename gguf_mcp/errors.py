@@ -1,0 +1,214 @@
+"""Every failure gguf-mcp reports, and the one place that maps HTTP outcomes to them.
+
+Each error carries the text the agent (and the user behind it) reads: what happened and what
+to do. Tools raise these; nothing else formats an error message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import httpx
+
+_SNIPPET = 300
+
+
+class GGUFMCPError(Exception):
+    """Base of every error gguf-mcp reports on purpose."""
+
+
+class ConfigError(GGUFMCPError):
+    """A setting is missing or malformed; the message names the setting and the fix."""
+
+
+class UnknownDeployment(GGUFMCPError):
+    """A tool call named a deployment that is not configured."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        valid = ", ".join(known)
+        super().__init__(f"Unknown deployment {name!r}. Configured deployments: {valid}.")
+
+
+class UpstreamError(GGUFMCPError):
+    """A request to a deployment failed; `retryable` says whether waiting can heal it."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.attempts = 1
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text} (gave up after {self.attempts} attempts)" if self.attempts > 1 else text
+
+
+class AuthenticationFailed(UpstreamError):
+    """401/403: the deployment rejected the API key."""
+
+
+class DeploymentNotFound(UpstreamError):
+    """404: no such deployment for this account, or a base URL that is not a deployment."""
+
+
+class DeploymentNotReady(UpstreamError):
+    """503: the deployment exists but is starting or stopped."""
+
+    retryable = True
+
+
+class DeploymentUnreachable(UpstreamError):
+    """502/504: the deployment is marked ready but its server does not answer (restarting)."""
+
+    retryable = True
+
+
+class RateLimited(UpstreamError):
+    """429: too many requests."""
+
+    retryable = True
+
+
+class NotSupported(UpstreamError):
+    """501: the deployment's server does not offer this route (e.g. embeddings)."""
+
+
+class RequestRejected(UpstreamError):
+    """Another 4xx: the deployment refused the request; its own message says why."""
+
+
+class UpstreamServerError(UpstreamError):
+    """Another 5xx: the deployment's server failed on this request."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """No answer within the read time-out."""
+
+
+class ConnectionFailed(UpstreamError):
+    """The deployment could not be reached at all (refused, DNS, TLS, reset before a response)."""
+
+    retryable = True
+
+
+class InvalidResponse(UpstreamError):
+    """The deployment answered 2xx with a body that is not the JSON its protocol promises."""
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of each secret value in `text` (by value, not by name)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def upstream_message(body: bytes) -> str:
+    """The human message inside an upstream error body, whatever its shape, else a snippet."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail")
+            if isinstance(msg, str) and msg:
+                return msg[:_SNIPPET]
+        elif isinstance(err, str) and err:
+            return err[:_SNIPPET]
+        detail = data.get("detail") or data.get("message")
+        if isinstance(detail, str) and detail:
+            return detail[:_SNIPPET]
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return text[:_SNIPPET] or "(empty body)"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date; rare on APIs, and the backoff still applies
+    return max(seconds, 0.0)
+
+
+def error_for_status(
+    deployment: str, key_env: str, status: int, body: bytes, retry_after: str | None, secrets: Iterable[str]
+) -> UpstreamError:
+    """Map an HTTP error status from deployment `deployment` to the error the agent reads."""
+    detail = redact(upstream_message(body), secrets)
+    where = f"Deployment {deployment!r}"
+    cls: type[UpstreamError]
+    if status in (401, 403):
+        cls, text = (
+            AuthenticationFailed,
+            (
+                f"{where} rejected the API key (HTTP {status}: {detail}). Check {key_env}: it must be a "
+                "valid key of the account that owns the deployment."
+            ),
+        )
+    elif status == 404:
+        cls, text = (
+            DeploymentNotFound,
+            (
+                f"{where} was not found (HTTP 404: {detail}). Check its deployment id or base URL, and that "
+                f"it belongs to the account of {key_env}."
+            ),
+        )
+    elif status == 429:
+        cls, text = RateLimited, f"{where} is rate limiting requests (HTTP 429: {detail}). Wait, then retry."
+    elif status == 501:
+        cls, text = NotSupported, f"{where} does not support this request (HTTP 501: {detail})."
+    elif status == 503:
+        cls, text = (
+            DeploymentNotReady,
+            (
+                f"{where} is not ready (HTTP 503: {detail}). It may be starting or stopped: start it in the "
+                "GGUF Cloud dashboard or try again in a minute."
+            ),
+        )
+    elif status in (502, 504):
+        cls, text = (
+            DeploymentUnreachable,
+            (
+                f"{where} is not answering (HTTP {status}: {detail}). It may be restarting or warming up: "
+                "try again in a minute."
+            ),
+        )
+    elif 400 <= status < 500:
+        cls, text = RequestRejected, f"{where} rejected the request (HTTP {status}): {detail}"
+    else:
+        cls, text = UpstreamServerError, f"{where} failed (HTTP {status}): {detail}"
+    return cls(text, status=status, retry_after=_retry_after(retry_after))
+
+
+def error_for_transport(deployment: str, url: str, exc: httpx.TransportError, timeout: float) -> UpstreamError:
+    """Map an httpx transport failure (no usable response) to the error the agent reads."""
+    where = f"Deployment {deployment!r} ({url})"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return ConnectionFailed(f"{where} could not be reached: connection timed out. Check the URL and network.")
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(
+            f"{where} sent nothing for {timeout:g} s (read time-out). Raise GGUF_MCP_TIMEOUT for long "
+            "generations, or lower max_tokens."
+        )
+    if isinstance(exc, httpx.ConnectError):
+        return ConnectionFailed(
+            f"{where} could not be reached ({type(exc).__name__}: {exc}). Check the URL and that the server is running."
+        )
+    return ConnectionFailed(f"{where} dropped the connection ({type(exc).__name__}: {exc}). Try again.")
+
+
+def invalid_response(deployment: str, what: str, body: bytes, content_type: str | None) -> InvalidResponse:
+    """A 2xx whose body is not what the protocol promises (e.g. an HTML page from a proxy)."""
+    snippet = " ".join(body[:120].decode("utf-8", "replace").split())
+    return InvalidResponse(
+        f"Deployment {deployment!r} returned {what} (content-type {content_type or 'none'}, "
+        f"{len(body)} bytes, starting {snippet!r}). Check that the base URL points at a llama-server "
+        "or GGUF Cloud deployment, not at a web page or proxy."
+    )

@@ -1,0 +1,392 @@
+"""The MCP tools: thin adapters from typed arguments to one upstream call and a typed result.
+
+Descriptions are written for the model that reads them, and kept short: every character of
+`tools/list` is context the agent pays for.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import anyio
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field
+
+from gguf_mcp.config import Deployment, Settings
+from gguf_mcp.errors import GGUFMCPError, InvalidResponse, UnknownDeployment
+from gguf_mcp.upstream import CHAT, MESSAGES, MODELS, UpstreamClient
+
+
+@dataclass(frozen=True)
+class AppState:
+    """What the lifespan hands every tool call."""
+
+    settings: Settings
+    upstream: UpstreamClient
+
+    def deployment(self, name: str | None) -> Deployment:
+        deployments = self.settings.deployments
+        if name is None:
+            return deployments[self.settings.default_deployment]
+        try:
+            return deployments[name]
+        except KeyError:
+            raise ToolError(str(UnknownDeployment(name, deployments))) from None
+
+
+Ctx = Context[AppState, Any]
+
+# ---------------------------------------------------------------------------------------------
+# Arguments
+
+
+# An OpenAI chat message; extra keys (tool_calls, tool_call_id, name) pass through.
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+# An Anthropic message: a user or assistant turn, text or content blocks.
+class AnthropicMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+
+DeploymentArg = Annotated[str | None, Field(description="Deployment name (default: the configured default).")]
+MaxTokens = Annotated[int | None, Field(ge=1, description="Output token cap (default: the deployment's).")]
+Temperature = Annotated[float | None, Field(ge=0, le=2)]
+TopP = Annotated[float | None, Field(ge=0, le=1)]
+JSONObject = dict[str, Any]
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+class ModelInfo(BaseModel):
+    id: str
+    context_size: int | None = Field(None, description="Context window in tokens (llama-server n_ctx).")
+    parameters: int | None = None
+    size_bytes: int | None = None
+    meta: JSONObject | None = Field(None, description="Metadata as llama-server reports it.")
+
+
+class DeploymentModels(BaseModel):
+    deployment: str
+    description: str | None = None
+    default: bool = False
+    models: list[ModelInfo] = []
+    error: str | None = None
+
+
+class ModelsResult(BaseModel):
+    deployments: list[DeploymentModels]
+
+
+class ChatUsage(BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class ChatResult(BaseModel):
+    text: str
+    finish_reason: str | None = None
+    tool_calls: list[JSONObject] | None = None
+    reasoning: str | None = None
+    usage: ChatUsage | None = None
+    model: str | None = None
+    deployment: str
+
+
+class MessagesUsage(BaseModel):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class MessagesResult(BaseModel):
+    text: str
+    content: list[JSONObject]
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+    usage: MessagesUsage | None = None
+    model: str | None = None
+    deployment: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+
+
+async def list_models(ctx: Ctx, deployment: DeploymentArg = None) -> Annotated[CallToolResult, ModelsResult]:
+    """List the configured deployments and the model each serves (id, context size, metadata)."""
+    state = ctx.request_context.lifespan_context
+    targets = [state.deployment(deployment)] if deployment else list(state.settings.deployments.values())
+    found: list[DeploymentModels] = [DeploymentModels(deployment=d.name) for d in targets]
+
+    async def query(i: int, dep: Deployment) -> None:
+        entry = found[i]
+        entry.description = dep.description or None
+        entry.default = dep.name == state.settings.default_deployment
+        try:
+            entry.models = _parse_models(dep, await state.upstream.get(dep, MODELS))
+        except GGUFMCPError as exc:
+            entry.error = str(exc)
+
+    async with anyio.create_task_group() as tg:
+        for i, dep in enumerate(targets):
+            tg.start_soon(query, i, dep)
+
+    result = ModelsResult(deployments=found)
+    failed = all(d.error for d in found)
+    lines = []
+    for d in found:
+        head = f"{d.deployment}{' (default)' if d.default else ''}"
+        if d.error:
+            lines.append(f"{head}: error: {d.error}")
+        for m in d.models:
+            ctx_size = f", context {m.context_size} tokens" if m.context_size else ""
+            lines.append(f"{head}: {m.id}{ctx_size}")
+        if d.description:
+            lines.append(f"  {d.description}")
+    return _result("\n".join(lines), result, is_error=failed)
+
+
+async def chat(
+    ctx: Ctx,
+    messages: Annotated[
+        list[ChatMessage],
+        Field(min_length=1, description='OpenAI chat messages, oldest first: [{"role":"user","content":"Hi"}].'),
+    ],
+    deployment: DeploymentArg = None,
+    max_tokens: MaxTokens = None,
+    temperature: Temperature = None,
+    top_p: TopP = None,
+    stop: Annotated[list[str] | str | None, Field(description="Stop sequence(s).")] = None,
+    seed: int | None = None,
+    tools: Annotated[list[JSONObject] | None, Field(description="OpenAI function tools.")] = None,
+    tool_choice: Annotated[str | JSONObject | None, Field(description="auto, none or required.")] = None,
+    response_format: Annotated[
+        JSONObject | None, Field(description='e.g. {"type":"json_schema","json_schema":{"schema":{...}}}.')
+    ] = None,
+) -> Annotated[CallToolResult, ChatResult]:
+    """Chat with the deployed model (OpenAI chat completions). Returns its reply text."""
+    state = ctx.request_context.lifespan_context
+    dep = state.deployment(deployment)
+    body: dict[str, Any] = {"model": "local", "messages": [m.model_dump(exclude_unset=True) for m in messages]}
+    _put(
+        body,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        stop=stop,
+        seed=seed,
+        tools=tools,
+        tool_choice=tool_choice,
+        response_format=response_format,
+    )
+    data = await _call(state, dep, CHAT, body)
+    try:
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+        result = ChatResult(
+            text=message.get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            tool_calls=message.get("tool_calls") or None,
+            reasoning=message.get("reasoning_content") or None,
+            usage=_usage(ChatUsage, data),
+            model=data.get("model"),
+            deployment=dep.name,
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        raise ToolError(
+            str(InvalidResponse(f"Deployment {dep.name!r} sent a chat response without choices."))
+        ) from None
+    text = result.text
+    for call in result.tool_calls or []:
+        fn = call.get("function") or {}
+        text += f"\n[tool call {call.get('id', '')}: {fn.get('name')}({fn.get('arguments', '')})]"
+    if result.finish_reason == "length":
+        text += _cut_note(max_tokens)
+    return _result(text, result)
+
+
+async def messages(
+    ctx: Ctx,
+    messages: Annotated[
+        list[AnthropicMessage],
+        Field(min_length=1, description='Anthropic messages (user/assistant): [{"role":"user","content":"Hi"}].'),
+    ],
+    max_tokens: Annotated[int, Field(ge=1, description="Output token cap.")],
+    deployment: DeploymentArg = None,
+    system: Annotated[str | list[JSONObject] | None, Field(description="System prompt.")] = None,
+    temperature: Annotated[float | None, Field(ge=0, le=1)] = None,
+    top_p: TopP = None,
+    top_k: Annotated[int | None, Field(ge=1)] = None,
+    stop_sequences: list[str] | None = None,
+    tools: Annotated[list[JSONObject] | None, Field(description="Anthropic tools.")] = None,
+    tool_choice: Annotated[JSONObject | None, Field(description='e.g. {"type":"auto"}.')] = None,
+) -> Annotated[CallToolResult, MessagesResult]:
+    """Send messages to the deployed model (Anthropic Messages API). Returns its reply text."""
+    state = ctx.request_context.lifespan_context
+    dep = state.deployment(deployment)
+    body: dict[str, Any] = {
+        "model": "local",
+        "max_tokens": max_tokens,
+        "messages": [m.model_dump() for m in messages],
+    }
+    _put(
+        body,
+        system=system,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        stop_sequences=stop_sequences,
+        tools=tools,
+        tool_choice=tool_choice,
+    )
+    data = await _call(state, dep, MESSAGES, body)
+    try:
+        content = data["content"]
+        result = MessagesResult(
+            text="".join(b.get("text", "") for b in content if b.get("type") == "text"),
+            content=content,
+            stop_reason=data.get("stop_reason"),
+            stop_sequence=data.get("stop_sequence"),
+            usage=_usage(MessagesUsage, data),
+            model=data.get("model"),
+            deployment=dep.name,
+        )
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise ToolError(
+            str(InvalidResponse(f"Deployment {dep.name!r} sent a messages response without content."))
+        ) from None
+    text = result.text
+    for block in result.content:
+        if block.get("type") == "tool_use":
+            text += f"\n[tool_use {block.get('id', '')}: {block.get('name')}({json.dumps(block.get('input'))})]"
+    if result.stop_reason == "max_tokens":
+        text += _cut_note(max_tokens)
+    return _result(text, result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _put(body: dict[str, Any], **optional: Any) -> None:
+    """Copy the arguments the caller set; unset ones leave the deployment's defaults alone."""
+    body.update((k, v) for k, v in optional.items() if v is not None)
+
+
+async def _call(state: AppState, dep: Deployment, route: str, body: dict[str, Any]) -> Any:
+    try:
+        return await state.upstream.post(dep, route, body)
+    except GGUFMCPError as exc:
+        raise ToolError(str(exc)) from None
+
+
+def _usage(model: type[ChatUsage] | type[MessagesUsage], data: Any) -> Any:
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    return model.model_validate({k: v for k, v in usage.items() if isinstance(v, int)})
+
+
+def _cut_note(max_tokens: int | None) -> str:
+    cap = f"max_tokens={max_tokens}" if max_tokens else "the deployment's token limit"
+    return f"\n\n[Output cut off: it reached {cap}. Call again with a larger max_tokens, or ask to continue.]"
+
+
+def _parse_models(dep: Deployment, data: Any) -> list[ModelInfo]:
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise InvalidResponse(f"Deployment {dep.name!r} sent a /v1/models response without a data list.")
+    models = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            continue
+        meta = item.get("meta") if isinstance(item.get("meta"), dict) else None
+        models.append(
+            ModelInfo(
+                id=item["id"],
+                context_size=_int(meta, "n_ctx") or _int(meta, "n_ctx_train"),
+                parameters=_int(meta, "n_params"),
+                size_bytes=_int(meta, "size"),
+                meta=meta,
+            )
+        )
+    return models
+
+
+def _int(meta: dict[str, Any] | None, key: str) -> int | None:
+    value = meta.get(key) if meta else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _result(text: str, structured: BaseModel, *, is_error: bool = False) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=structured.model_dump(mode="json", exclude_none=True),
+        is_error=is_error,
+    )
+
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=True)
+TOOLS = (list_models, chat, messages)
+
+
+def build_tools(settings: Settings) -> list[Tool]:
+    """The tool definitions for these settings: the `deployment` argument lists the configured names."""
+    names = list(settings.deployments)
+    built = []
+    for fn in TOOLS:
+        tool = Tool.from_function(fn, annotations=READ_ONLY)
+        deployment = tool.parameters["properties"].get("deployment")
+        if deployment is not None:
+            deployment.pop("anyOf", None)
+            deployment.update(type="string", enum=names)
+        _compact(tool.parameters)
+        if tool.fn_metadata.output_schema is not None:
+            _compact(tool.fn_metadata.output_schema)
+        built.append(tool)
+    return built
+
+
+def _compact(schema: dict[str, Any]) -> None:
+    """Shrink a generated schema without changing what it accepts from an agent that omits
+    optional arguments: every character of `tools/list` is context the agent pays for.
+
+    Drops titles and defaults, `"additionalProperties": true` (the default), the `null` branch
+    of optional fields (omitting them means the same) and inlines `$defs`.
+    """
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return walk(defs[node["$ref"].rsplit("/", 1)[1]])
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in ("title", "default") or (key == "additionalProperties" and value is True):
+                continue
+            out[key] = {k: walk(v) for k, v in value.items()} if key == "properties" else walk(value)
+        branches = out.get("anyOf")
+        if branches and {"type": "null"} in branches:
+            rest = [b for b in branches if b != {"type": "null"}]
+            del out["anyOf"]
+            out = {**rest[0], **out} if len(rest) == 1 else {"anyOf": rest, **out}
+        return out
+
+    compacted = walk(schema)
+    schema.clear()
+    schema.update(compacted)

@@ -1,0 +1,269 @@
+"""Configuration: every URL form users paste, every bad value, one clear line each."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gguf_mcp.config import GGUF_CLOUD_ROOT, OPTIONS, Settings, normalize_base_url, parse_settings
+from gguf_mcp.errors import ConfigError
+
+KEY = "sk-canary-config-0123456789"
+
+
+def settings(env: dict[str, str], **flags: str) -> Settings:
+    return parse_settings(flags, env)
+
+
+def config_error(env: dict[str, str], **flags: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(flags, env)
+    message = str(info.value)
+    assert "\n" not in message
+    assert KEY not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "https://modelslab.com/api/gguf/dep-1",
+        "https://modelslab.com/api/gguf/dep-1/",
+        "https://modelslab.com/api/gguf/dep-1/v1",
+        "https://modelslab.com/api/gguf/dep-1/v1/",
+        "  https://modelslab.com/api/gguf/dep-1/v1//  ",
+    ],
+)
+def test_every_base_url_form_normalises_to_the_root(raw: str) -> None:
+    assert normalize_base_url(raw, "GGUF_BASE_URL") == "https://modelslab.com/api/gguf/dep-1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "root"),
+    [
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080"),
+        ("http://[::1]:8080/", "http://[::1]:8080"),
+        ("https://llm.example.com/proxy/v1/", "https://llm.example.com/proxy"),
+    ],
+)
+def test_self_hosted_llama_server_urls_normalise_too(raw: str, root: str) -> None:
+    assert normalize_base_url(raw, "GGUF_BASE_URL") == root
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ("modelslab.com/api/gguf/x", "not an http(s) URL"),
+        ("ftp://example.com", "not an http(s) URL"),
+        ("http://", "not an http(s) URL"),
+        ("https://user:pw@example.com", "must not carry credentials"),
+        ("https://example.com/v1?key=abc", "query or fragment"),
+        ("http://example.com:99999", "invalid port"),
+    ],
+)
+def test_bad_base_urls_name_the_setting_and_the_fix(raw: str, needle: str) -> None:
+    message = config_error({"GGUF_BASE_URL": raw})
+    assert message.startswith("GGUF_BASE_URL (--base-url)")
+    assert needle in message
+
+
+def test_deployment_id_builds_the_gguf_cloud_url() -> None:
+    s = settings({"GGUF_DEPLOYMENT_ID": "dep_42", "MODELSLAB_API_KEY": KEY})
+    dep = s.deployments["default"]
+    assert dep.base_url == f"{GGUF_CLOUD_ROOT}/dep_42"
+    assert dep.api_key is not None and dep.api_key.get_secret_value() == KEY
+    assert s.default_deployment == "default"
+
+
+@pytest.mark.parametrize("bad", ["a/b", "../admin", "x y", "id?x=1", "-lead"])
+def test_deployment_ids_cannot_steer_the_path(bad: str) -> None:
+    assert "not a deployment id" in config_error({"GGUF_DEPLOYMENT_ID": bad, "MODELSLAB_API_KEY": KEY})
+
+
+def test_gguf_cloud_without_a_key_is_refused_at_start() -> None:
+    message = config_error({"GGUF_DEPLOYMENT_ID": "dep"})
+    assert message.startswith("MODELSLAB_API_KEY is not set")
+
+
+def test_self_hosted_server_may_run_keyless() -> None:
+    s = settings({"GGUF_BASE_URL": "http://127.0.0.1:8080"})
+    assert s.deployments["default"].api_key is None
+    assert s.secrets == ()
+
+
+def test_nothing_configured_says_what_to_set() -> None:
+    message = config_error({})
+    assert "GGUF_DEPLOYMENT_ID" in message and "GGUF_BASE_URL" in message and "GGUF_MCP_CONFIG" in message
+
+
+def test_id_and_url_together_are_ambiguous() -> None:
+    assert "only one of" in config_error(
+        {"GGUF_DEPLOYMENT_ID": "a", "GGUF_BASE_URL": "http://x", "MODELSLAB_API_KEY": KEY}
+    )
+
+
+def test_flags_win_over_the_environment() -> None:
+    s = settings({"GGUF_BASE_URL": "http://env:1", "GGUF_MCP_TIMEOUT": "5"}, base_url="http://flag:2", timeout="7")
+    assert s.deployments["default"].base_url == "http://flag:2"
+    assert s.timeout == 7.0
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"GGUF_MCP_TIMEOUT": "soon"}, "GGUF_MCP_TIMEOUT (--timeout): 'soon' is not a positive number"),
+        ({"GGUF_MCP_TIMEOUT": "-1"}, "GGUF_MCP_TIMEOUT"),
+        ({"GGUF_MCP_TIMEOUT": "nan"}, "GGUF_MCP_TIMEOUT"),
+        ({"GGUF_MCP_TIMEOUT": "inf"}, "GGUF_MCP_TIMEOUT"),
+        (
+            {"GGUF_MCP_MAX_RETRIES": "-1"},
+            "GGUF_MCP_MAX_RETRIES (--max-retries): '-1' is not a whole number from 0 to 10",
+        ),
+        ({"GGUF_MCP_MAX_RETRIES": "2.5"}, "GGUF_MCP_MAX_RETRIES"),
+        ({"GGUF_MCP_PORT": "http"}, "GGUF_MCP_PORT"),
+        ({"GGUF_MCP_TRANSPORT": "sse"}, "GGUF_MCP_TRANSPORT (--transport): 'sse' is not 'stdio' or 'http'"),
+        ({"GGUF_MCP_LOG_LEVEL": "loud"}, "GGUF_MCP_LOG_LEVEL"),
+    ],
+)
+def test_malformed_values_name_the_setting(env: dict[str, str], needle: str) -> None:
+    assert needle in config_error({"GGUF_BASE_URL": "http://127.0.0.1:1", **env})
+
+
+def test_defaults_suit_long_generations() -> None:
+    s = settings({"GGUF_BASE_URL": "http://127.0.0.1:1"})
+    assert s.timeout >= 300
+    assert s.max_retries == 3
+    assert (s.transport, s.host, s.port) == ("stdio", "127.0.0.1", 8000)
+
+
+def test_key_file_is_read_and_stripped(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    s = settings({"GGUF_DEPLOYMENT_ID": "d"}, api_key_file=str(key_file))
+    key = s.deployments["default"].api_key
+    assert key is not None and key.get_secret_value() == KEY
+
+
+def test_missing_or_empty_key_file_is_a_clear_error(tmp_path: Path) -> None:
+    assert "cannot read" in config_error({"GGUF_DEPLOYMENT_ID": "d"}, api_key_file=str(tmp_path / "nope"))
+    (tmp_path / "empty").write_text("\n")
+    assert "is empty" in config_error({"GGUF_DEPLOYMENT_ID": "d"}, api_key_file=str(tmp_path / "empty"))
+
+
+def test_the_key_never_shows_in_reprs() -> None:
+    s = settings({"GGUF_DEPLOYMENT_ID": "d", "MODELSLAB_API_KEY": KEY})
+    assert KEY not in repr(s)
+    assert KEY not in str(s.deployments)
+
+
+# --- several deployments from TOML --------------------------------------------------------------
+
+MULTI = """
+default = "big"
+
+[deployments.big]
+deployment_id = "dep-big"
+description = "Llama 70B for hard questions"
+
+[deployments.local]
+base_url = "http://127.0.0.1:8080/v1/"
+api_key_env = "LOCAL_KEY"
+"""
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "gguf-mcp.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_toml_names_several_deployments_each_with_its_key(tmp_path: Path) -> None:
+    s = settings({"GGUF_MCP_CONFIG": write(tmp_path, MULTI), "MODELSLAB_API_KEY": KEY, "LOCAL_KEY": "other"})
+    assert list(s.deployments) == ["big", "local"]
+    assert s.default_deployment == "big"
+    big, local = s.deployments["big"], s.deployments["local"]
+    assert big.base_url == f"{GGUF_CLOUD_ROOT}/dep-big" and big.description == "Llama 70B for hard questions"
+    assert local.base_url == "http://127.0.0.1:8080" and local.key_env == "LOCAL_KEY"
+    assert local.api_key is not None and local.api_key.get_secret_value() == "other"
+    assert set(s.secrets) == {KEY, "other"}
+
+
+def test_toml_default_falls_back_to_the_first(tmp_path: Path) -> None:
+    text = MULTI.replace('default = "big"', "")
+    s = settings({"GGUF_MCP_CONFIG": write(tmp_path, text), "MODELSLAB_API_KEY": KEY})
+    assert s.default_deployment == "big"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("default = 'x'\n[deployments.a]\nbase_url='http://h'\n", "default = 'x' is not one of the deployments (a)"),
+        ("[deployments.a]\nbaseurl='http://h'\n", "unknown key(s) ['baseurl']"),
+        ("[deployments.a]\ndescription='no url'\n", "set exactly one of deployment_id or base_url"),
+        ("[deployments.a]\ndeployment_id='d'\nbase_url='http://h'\n", "set exactly one of"),
+        ("[deployments.a]\nbase_url=5\n", "base_url must be a string"),
+        ("[deployments.a]\nbase_url='http://h'\napi_key_env='NOT A NAME'\n", "not an environment variable name"),
+        ("[deployments.'a/b']\nbase_url='http://h'\n", "the name must be"),
+        ("[deployments.a]\ndeployment_id='d'\napi_key_env='MISSING_KEY'\n", "MISSING_KEY is not set"),
+        ("deployments = 3\n", "defines no [deployments.<name>] table"),
+        ("[servers.a]\n", "unknown top-level key(s) ['servers']"),
+        ("[deployments.a\n", "is not valid TOML"),
+    ],
+)
+def test_bad_toml_gets_one_line_naming_the_place(tmp_path: Path, text: str, needle: str) -> None:
+    message = config_error({"GGUF_MCP_CONFIG": write(tmp_path, text), "MODELSLAB_API_KEY": KEY})
+    assert message.startswith("GGUF_MCP_CONFIG (--config)") or "is not set" in message
+    assert needle in message
+
+
+def test_toml_plus_single_deployment_settings_is_refused(tmp_path: Path) -> None:
+    message = config_error({"GGUF_MCP_CONFIG": write(tmp_path, MULTI), "GGUF_BASE_URL": "http://x"})
+    assert "unset the other" in message
+
+
+def test_missing_toml_file(tmp_path: Path) -> None:
+    assert "cannot read" in config_error({"GGUF_MCP_CONFIG": str(tmp_path / "none.toml")})
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ.get("PATH", "")}
+    return subprocess.run(
+        [sys.executable, "-m", "gguf_mcp", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_help_documents_every_setting() -> None:
+    out = run_cli("--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    for option in OPTIONS:
+        assert option.env in text
+        if option.flag:
+            assert option.flag in text
+
+
+def test_a_config_error_is_one_line_on_stderr_with_exit_code_2() -> None:
+    out = run_cli(env={"GGUF_MCP_TIMEOUT": "soon", "GGUF_BASE_URL": "http://127.0.0.1:1"})
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr.count("\n") == 1
+    assert "GGUF_MCP_TIMEOUT" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_key_given_as_a_flag_is_refused_without_echoing_it() -> None:
+    out = run_cli("--api-key", KEY, env={"GGUF_BASE_URL": "http://127.0.0.1:1"})
+    assert out.returncode == 2
+    assert KEY not in out.stderr + out.stdout
+    assert "MODELSLAB_API_KEY" in out.stderr

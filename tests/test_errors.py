@@ -1,0 +1,150 @@
+"""Error mapping: every status and transport failure becomes one actionable, secret-free text."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from gguf_mcp import errors
+from gguf_mcp.errors import error_for_status, error_for_transport, upstream_message
+from gguf_mcp.upstream import RetryPolicy
+
+KEY = "sk-canary-errors-5550123"
+
+
+def gateway_body(kind: str, message: str) -> bytes:
+    return json.dumps({"error": {"type": kind, "message": message}}).encode()
+
+
+def status_error(status: int, body: bytes = b"", retry_after: str | None = None) -> errors.UpstreamError:
+    return error_for_status("prod", "MODELSLAB_API_KEY", status, body, retry_after, [KEY])
+
+
+@pytest.mark.parametrize(
+    ("status", "cls", "retryable", "advice"),
+    [
+        (401, errors.AuthenticationFailed, False, "Check MODELSLAB_API_KEY"),
+        (403, errors.AuthenticationFailed, False, "Check MODELSLAB_API_KEY"),
+        (404, errors.DeploymentNotFound, False, "Check its deployment id"),
+        (429, errors.RateLimited, True, "Wait"),
+        (501, errors.NotSupported, False, "does not support"),
+        (503, errors.DeploymentNotReady, True, "start it"),
+        (502, errors.DeploymentUnreachable, True, "restarting"),
+        (504, errors.DeploymentUnreachable, True, "restarting"),
+        (400, errors.RequestRejected, False, "rejected the request"),
+        (422, errors.RequestRejected, False, "rejected the request"),
+        (500, errors.UpstreamServerError, False, "failed (HTTP 500)"),
+    ],
+)
+def test_each_status_maps_to_its_error(
+    status: int, cls: type[errors.UpstreamError], retryable: bool, advice: str
+) -> None:
+    err = status_error(status, gateway_body("x", "upstream says why"))
+    assert type(err) is cls
+    assert err.retryable is retryable
+    assert err.status == status
+    text = str(err)
+    assert advice in text and "'prod'" in text and "upstream says why" in text
+
+
+def test_llama_server_message_is_passed_through_for_4xx() -> None:
+    body = json.dumps(
+        {
+            "error": {
+                "code": 400,
+                "message": "request (5019 tokens) exceeds the available context size",
+                "type": "exceed_context_size_error",
+            }
+        }
+    ).encode()
+    assert "exceeds the available context size" in str(status_error(400, body))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"error":{"message":"m1"}}', "m1"),
+        (b'{"error":"m2"}', "m2"),
+        (b'{"detail":"m3"}', "m3"),
+        (b'{"message":"m4"}', "m4"),
+        (b"<html><body><h1>502 Bad Gateway</h1></body></html>", "<html><body><h1>502 Bad Gateway</h1></body></html>"),
+        (b"", "(empty body)"),
+    ],
+)
+def test_upstream_message_reads_every_common_shape(body: bytes, message: str) -> None:
+    assert upstream_message(body) == message
+
+
+def test_an_upstream_body_echoing_the_key_is_redacted() -> None:
+    err = status_error(401, gateway_body("authentication_error", f"Invalid API key {KEY}"))
+    assert KEY not in str(err)
+    assert "[redacted]" in str(err)
+
+
+def test_retry_after_seconds_are_kept_and_dates_ignored() -> None:
+    assert status_error(503, retry_after="7").retry_after == 7.0
+    assert status_error(503, retry_after="Wed, 21 Oct 2026 07:28:00 GMT").retry_after is None
+
+
+@pytest.mark.parametrize(
+    ("exc", "cls", "needle"),
+    [
+        (httpx.ConnectError("refused"), errors.ConnectionFailed, "could not be reached"),
+        (httpx.ConnectTimeout("slow"), errors.ConnectionFailed, "connection timed out"),
+        (httpx.ReadTimeout("slow"), errors.UpstreamTimeout, "GGUF_MCP_TIMEOUT"),
+        (httpx.RemoteProtocolError("gone"), errors.ConnectionFailed, "dropped the connection"),
+    ],
+)
+def test_transport_failures_map_to_actionable_errors(
+    exc: httpx.TransportError, cls: type[errors.UpstreamError], needle: str
+) -> None:
+    err = error_for_transport("prod", "http://127.0.0.1:1", exc, 600)
+    assert type(err) is cls
+    assert needle in str(err)
+
+
+def test_only_healing_failures_are_retryable() -> None:
+    assert errors.ConnectionFailed("x").retryable
+    assert not errors.UpstreamTimeout("x").retryable  # the generation may still be running
+
+
+def test_attempts_are_reported_once_retries_gave_up() -> None:
+    err = status_error(503)
+    err.attempts = 4
+    assert str(err).endswith("(gave up after 4 attempts)")
+
+
+# --- the retry policy ---------------------------------------------------------------------------
+
+
+def test_retry_policy_stops_after_max_retries() -> None:
+    policy = RetryPolicy(max_retries=2)
+    err = status_error(503)
+    assert policy.delay(0, err, 0) is not None
+    assert policy.delay(1, err, 0) is not None
+    assert policy.delay(2, err, 0) is None
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 500, 501])
+def test_retry_policy_never_retries_deterministic_failures(status: int) -> None:
+    assert RetryPolicy(max_retries=5).delay(0, status_error(status), 0) is None
+
+
+def test_backoff_has_full_jitter_under_an_exponential_cap() -> None:
+    policy = RetryPolicy(max_retries=10, base_delay=0.5, max_delay=10)
+    waits = [policy.delay(3, status_error(502), 0) for _ in range(200)]
+    assert all(w is not None and 0 <= w <= 4.0 for w in waits)
+    assert len({round(w or 0, 3) for w in waits}) > 100
+
+
+def test_retry_after_is_honoured_and_capped() -> None:
+    policy = RetryPolicy(max_retries=3, max_delay=10)
+    assert policy.delay(0, status_error(429, retry_after="3"), 0) == pytest.approx(3, abs=0.5)
+    assert policy.delay(0, status_error(429, retry_after="3600"), 0) == 10
+
+
+def test_total_retry_time_is_bounded() -> None:
+    policy = RetryPolicy(max_retries=10, max_total=5)
+    assert policy.delay(0, status_error(503, retry_after="4"), elapsed=2) is None
