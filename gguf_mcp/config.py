@@ -99,6 +99,14 @@ OPTIONS: tuple[Option, ...] = (
         "N",
     ),
     Option(
+        "deadline",
+        "--deadline",
+        "GGUF_MCP_DEADLINE",
+        "Seconds after which chat/messages stop and return the partial output, marked incomplete (default: "
+        "none). Set it below a client's fixed time-out, e.g. 50 for Claude Desktop's 60.",
+        "SECONDS",
+    ),
+    Option(
         "transport",
         "--transport",
         "GGUF_MCP_TRANSPORT",
@@ -137,6 +145,7 @@ class Settings:
     default_deployment: str
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
+    deadline: float | None = None
     transport: Literal["stdio", "http"] = "stdio"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -197,7 +206,7 @@ def _positive_float(raw: str, dest: str) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{_setting(dest)}: {raw!r} is not a positive number of seconds (e.g. 600).")
+        raise ConfigError(f"{_setting(dest)}: {raw!r} is not a positive number of seconds (e.g. 60).")
     return value
 
 
@@ -339,13 +348,14 @@ def parse_settings(values: Mapping[str, str | None], environ: Mapping[str, str])
     log_level = (get("log_level") or "warning").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{_setting('log_level')}: {log_level.lower()!r} is not debug, info, warning or error.")
-    timeout, retries, port = get("timeout"), get("max_retries"), get("port")
+    timeout, retries, port, deadline = get("timeout"), get("max_retries"), get("port"), get("deadline")
     secrets = tuple(d.api_key.get_secret_value() for d in deployments.values() if d.api_key)
     return Settings(
         deployments=deployments,
         default_deployment=default,
         timeout=_positive_float(timeout, "timeout") if timeout else DEFAULT_TIMEOUT,
         max_retries=_int_in(retries, "max_retries", 0, 10) if retries else DEFAULT_MAX_RETRIES,
+        deadline=_positive_float(deadline, "deadline") if deadline else None,
         transport=transport,  # type: ignore[arg-type]  # checked just above
         host=get("host") or "127.0.0.1",
         port=_int_in(port, "port", 0, 65535) if port else 8000,

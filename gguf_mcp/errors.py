@@ -94,6 +94,10 @@ class ConnectionFailed(UpstreamError):
     retryable = True
 
 
+class StreamInterrupted(UpstreamError):
+    """A streamed answer broke, stalled or ended before its final event."""
+
+
 class InvalidResponse(UpstreamError):
     """The deployment answered 2xx with a body that is not the JSON its protocol promises."""
 
@@ -212,3 +216,22 @@ def invalid_response(deployment: str, what: str, body: bytes, content_type: str 
         f"{len(body)} bytes, starting {snippet!r}). Check that the base URL points at a llama-server "
         "or GGUF Cloud deployment, not at a web page or proxy."
     )
+
+
+def stream_broken(deployment: str, exc: httpx.TransportError | None, timeout: float) -> StreamInterrupted:
+    """A stream that stalled past the read time-out, broke, or ended without its final event."""
+    where = f"The answer from deployment {deployment!r}"
+    if isinstance(exc, httpx.TimeoutException):
+        return StreamInterrupted(
+            f"{where} stalled: nothing arrived for {timeout:g} s (read time-out). Raise GGUF_MCP_TIMEOUT if "
+            "the model is slow, or try again."
+        )
+    if exc is not None:
+        return StreamInterrupted(f"{where} broke off mid-stream ({type(exc).__name__}). Try again.")
+    return StreamInterrupted(f"{where} ended before its final event (the connection closed early). Try again.")
+
+
+def stream_error(deployment: str, data: dict[str, object], secrets: Iterable[str]) -> UpstreamServerError:
+    """An error event inside a stream (e.g. llama-server failing mid-generation)."""
+    detail = redact(upstream_message(json.dumps(data).encode()), secrets)
+    return UpstreamServerError(f"Deployment {deployment!r} failed mid-answer: {detail}")

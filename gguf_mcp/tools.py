@@ -7,6 +7,9 @@ Descriptions are written for the model that reads them, and kept short: every ch
 from __future__ import annotations
 
 import json
+import math
+import time
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -19,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.errors import GGUFMCPError, InvalidResponse, UnknownDeployment
+from gguf_mcp.streams import ChatStream, MessagesStream
 from gguf_mcp.upstream import CHAT, MESSAGES, MODELS, UpstreamClient
 
 
@@ -60,6 +64,9 @@ class AnthropicMessage(BaseModel):
 
 
 DeploymentArg = Annotated[str | None, Field(description="Deployment name (default: the configured default).")]
+Deadline = Annotated[
+    float | None, Field(gt=0, description="Seconds; at the deadline, stop and return the partial output.")
+]
 MaxTokens = Annotated[int | None, Field(ge=1, description="Output token cap (default: the deployment's).")]
 Temperature = Annotated[float | None, Field(ge=0, le=2)]
 TopP = Annotated[float | None, Field(ge=0, le=1)]
@@ -175,6 +182,7 @@ async def chat(
     response_format: Annotated[
         JSONObject | None, Field(description='e.g. {"type":"json_schema","json_schema":{"schema":{...}}}.')
     ] = None,
+    deadline: Deadline = None,
 ) -> Annotated[CallToolResult, ChatResult]:
     """Chat with the deployed model (OpenAI chat completions). Returns its reply text."""
     state = ctx.request_context.lifespan_context
@@ -191,7 +199,7 @@ async def chat(
         tool_choice=tool_choice,
         response_format=response_format,
     )
-    data = await _call(state, dep, CHAT, body)
+    data, partial = await _generate(ctx, state, dep, CHAT, body, ChatStream(), deadline, max_tokens)
     try:
         choice = data["choices"][0]
         message = choice.get("message") or {}
@@ -212,7 +220,9 @@ async def chat(
     for call in result.tool_calls or []:
         fn = call.get("function") or {}
         text += f"\n[tool call {call.get('id', '')}: {fn.get('name')}({fn.get('arguments', '')})]"
-    if result.finish_reason == "length":
+    if partial:
+        text += _deadline_note(partial)
+    elif result.finish_reason == "length":
         text += _cut_note(max_tokens)
     return _result(text, result)
 
@@ -232,6 +242,7 @@ async def messages(
     stop_sequences: list[str] | None = None,
     tools: Annotated[list[JSONObject] | None, Field(description="Anthropic tools.")] = None,
     tool_choice: Annotated[JSONObject | None, Field(description='e.g. {"type":"auto"}.')] = None,
+    deadline: Deadline = None,
 ) -> Annotated[CallToolResult, MessagesResult]:
     """Send messages to the deployed model (Anthropic Messages API). Returns its reply text."""
     state = ctx.request_context.lifespan_context
@@ -251,7 +262,7 @@ async def messages(
         tools=tools,
         tool_choice=tool_choice,
     )
-    data = await _call(state, dep, MESSAGES, body)
+    data, partial = await _generate(ctx, state, dep, MESSAGES, body, MessagesStream(), deadline, max_tokens)
     try:
         content = data["content"]
         result = MessagesResult(
@@ -271,7 +282,9 @@ async def messages(
     for block in result.content:
         if block.get("type") == "tool_use":
             text += f"\n[tool_use {block.get('id', '')}: {block.get('name')}({json.dumps(block.get('input'))})]"
-    if result.stop_reason == "max_tokens":
+    if partial:
+        text += _deadline_note(partial)
+    elif result.stop_reason == "max_tokens":
         text += _cut_note(max_tokens)
     return _result(text, result)
 
@@ -290,6 +303,87 @@ async def _call(state: AppState, dep: Deployment, route: str, body: dict[str, An
         return await state.upstream.post(dep, route, body)
     except GGUFMCPError as exc:
         raise ToolError(str(exc)) from None
+
+
+class _Progress:
+    """`notifications/progress` as tokens arrive: the first at once, then at most every 0.1 s.
+
+    Each message carries the text generated since the previous one, so a client that joins
+    them gets the whole answer; `progress` counts tokens and only grows.
+    """
+
+    INTERVAL = 0.1
+
+    def __init__(self, ctx: Ctx, total: int | None) -> None:
+        self._ctx = ctx
+        self._total = float(total) if total else None
+        self._pending: list[str] = []
+        self._last = -math.inf
+
+    async def add(self, text: str, tokens: int) -> None:
+        if text:
+            self._pending.append(text)
+            if time.monotonic() - self._last >= self.INTERVAL:
+                await self.flush(tokens)
+
+    async def flush(self, tokens: int) -> None:
+        if self._pending:
+            message = "".join(self._pending)
+            self._pending.clear()
+            self._last = time.monotonic()
+            await self._ctx.report_progress(tokens, self._total, message)
+
+
+async def _generate(
+    ctx: Ctx,
+    state: AppState,
+    dep: Deployment,
+    route: str,
+    body: dict[str, Any],
+    stream: ChatStream | MessagesStream,
+    deadline: float | None,
+    max_tokens: int | None,
+) -> tuple[Any, float | None]:
+    """The deployment's answer as a non-streamed body, plus the deadline if it cut the answer short.
+
+    Streams only when it buys something (a progress token, or a deadline that needs the partial
+    text): a plain request is cheaper. Cancelling the call closes the upstream request.
+    """
+    meta = ctx.request_context.meta
+    wants_progress = bool(meta) and meta.get("progress_token") is not None  # type: ignore[union-attr]
+    deadline = deadline or state.settings.deadline
+    if not wants_progress and deadline is None:
+        return await _call(state, dep, route, body), None
+
+    progress = _Progress(ctx, max_tokens) if wants_progress else None
+    with anyio.move_on_after(deadline if deadline is not None else math.inf) as scope:
+        try:
+            async with aclosing(state.upstream.stream(dep, route, body)) as events:
+                async for event in events:
+                    new = stream.add(event)
+                    if progress is not None:
+                        await progress.add(new, stream.tokens)
+        except GGUFMCPError as exc:
+            partial = stream.text
+            detail = f" Partial output ({stream.tokens} tokens): {partial}" if partial else ""
+            raise ToolError(f"{exc}{detail}") from None
+    if progress is not None:
+        await progress.flush(stream.tokens)
+    if scope.cancelled_caught:
+        if not stream.tokens:
+            raise ToolError(
+                f"Deployment {dep.name!r} produced no output within the {deadline:g} s deadline. Try again, "
+                "or raise the deadline."
+            )
+        return stream.response("deadline"), deadline
+    return stream.response(), None
+
+
+def _deadline_note(deadline: float) -> str:
+    return (
+        f"\n\n[Incomplete: stopped at the {deadline:g} s deadline. Call again with a longer deadline, or ask "
+        "to continue from here.]"
+    )
 
 
 def _usage(model: type[ChatUsage] | type[MessagesUsage], data: Any) -> Any:

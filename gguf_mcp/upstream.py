@@ -10,13 +10,14 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import httpx
+from httpx_sse import EventSource
 
 from gguf_mcp import __version__
 from gguf_mcp.config import Deployment, Settings
@@ -25,6 +26,8 @@ from gguf_mcp.errors import (
     error_for_status,
     error_for_transport,
     invalid_response,
+    stream_broken,
+    stream_error,
 )
 
 log = logging.getLogger(__name__)
@@ -81,12 +84,63 @@ class UpstreamClient:
             self._headers[(dep.name, True)] = {"x-api-key": key, **anthropic} if key else anthropic
 
     async def get(self, deployment: Deployment, route: str) -> Any:
-        return await self._request(deployment, "GET", route, None)
+        return self._json(deployment, await self._send(deployment, "GET", route, None, stream=False))
 
     async def post(self, deployment: Deployment, route: str, body: dict[str, Any]) -> Any:
-        return await self._request(deployment, "POST", route, body)
+        return self._json(deployment, await self._send(deployment, "POST", route, body, stream=False))
 
-    async def _request(self, dep: Deployment, method: str, route: str, body: dict[str, Any] | None) -> Any:
+    async def stream(self, dep: Deployment, route: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """POST with `stream: true` and yield each event's JSON until the protocol's final event.
+
+        Retries happen only before the answer starts (never once tokens are flowing). A stream
+        that breaks, stalls past the read time-out or ends without `[DONE]`/`message_stop`
+        raises; closing the generator (caller cancelled, deadline) closes the upstream request,
+        which is what makes llama-server stop generating.
+        """
+        body = {**body, "stream": True}
+        if route == CHAT:
+            body["stream_options"] = {"include_usage": True}
+        response = await self._send(dep, "POST", route, body, stream=True)
+        final = False
+        try:
+            content_type = response.headers.get("content-type", "")
+            if not content_type.startswith("text/event-stream"):
+                raise invalid_response(
+                    dep.name, "a body that is not an event stream", await response.aread(), content_type
+                )
+            async for event in EventSource(response).aiter_sse():
+                if final:
+                    continue  # read to the end: a fully read response returns its connection to the pool
+                if event.data == "[DONE]":
+                    final = True
+                    continue
+                try:
+                    data = json.loads(event.data)
+                except ValueError:
+                    raise invalid_response(
+                        dep.name, "an event that is not JSON", event.data.encode(), content_type
+                    ) from None
+                if not isinstance(data, dict):
+                    raise invalid_response(
+                        dep.name, "an event that is not a JSON object", event.data.encode(), content_type
+                    )
+                if event.event == "error" or data.get("type") == "error" or ("error" in data and "choices" not in data):
+                    raise stream_error(dep.name, data, self._secrets)
+                yield data
+                if data.get("type") == "message_stop":
+                    final = True
+        except httpx.TransportError as exc:
+            raise stream_broken(dep.name, exc, self._timeout) from None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+        if not final:
+            raise stream_broken(dep.name, None, self._timeout)
+
+    async def _send(
+        self, dep: Deployment, method: str, route: str, body: dict[str, Any] | None, *, stream: bool
+    ) -> httpx.Response:
+        """Send until a non-error status or the retry policy gives up; `stream` leaves the body unread."""
         url = dep.base_url + route
         headers = self._headers[(dep.name, route == MESSAGES)]
         content = json.dumps(body).encode() if body is not None else None
@@ -96,8 +150,9 @@ class UpstreamClient:
         attempt = 0
         resent_stale = False
         while True:
+            request = self._http.build_request(method, url, content=content, headers=headers)
             try:
-                response = await self._http.request(method, url, content=content, headers=headers)
+                response = await self._http.send(request, stream=stream)
             except httpx.RemoteProtocolError as exc:
                 # llama-server closes a kept-alive connection after 100 requests without saying so;
                 # the pooled client then finds it dead before any response. Resend once, at once.
@@ -109,12 +164,18 @@ class UpstreamClient:
                 error = error_for_transport(dep.name, dep.base_url, exc, self._timeout)
             else:
                 if response.status_code < 400:
-                    return self._json(dep, response)
+                    return response
+                try:
+                    body_bytes = await response.aread() if stream else response.content
+                except httpx.TransportError:
+                    body_bytes = b""
+                finally:
+                    await response.aclose()
                 error = error_for_status(
                     dep.name,
                     dep.key_env,
                     response.status_code,
-                    response.content,
+                    body_bytes,
                     response.headers.get("retry-after"),
                     self._secrets,
                 )

@@ -28,15 +28,14 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
-if TYPE_CHECKING:  # pytest_plugins imports them; importing them first would skip assert rewriting
-    from tests.support.llama import LlamaServer
-    from tests.support.node_tools import NodeTools
+from tests.support.llama import LlamaServer
+from tests.support.node_tools import NodeTools
 
-pytest_plugins = ["tests.support.llama", "tests.support.node_tools"]
+# Fixtures `llama_server` and `node_tools` come from tests/conftest.py's pytest_plugins.
 
 # One-time cold install of the Node tools (~20 s) happens inside the first test's setup.
 pytestmark = pytest.mark.timeout(600)
