@@ -371,7 +371,8 @@ def test_client_disconnect_closes_the_upstream_request_and_is_recorded(
     gateway: Gateway, scripted: ScriptedUpstream, client: httpx.Client
 ) -> None:
     response = client.send(chat_stream_request(client, gateway, DEPLOYMENT), stream=True)
-    next(sse_events(response))
+    events = sse_events(response)
+    next(events)
     hung_up = time.monotonic()
     response.close()
 

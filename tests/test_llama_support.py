@@ -162,3 +162,14 @@ def test_start_up_failure_reports_the_server_log(tmp_path: Path) -> None:
         running_llama_server(not_a_model, "k", log_path=tmp_path / "server.log"),
     ):
         pass
+
+
+def test_a_reused_log_file_does_not_confuse_start_up(tiny_model_path: Path, tmp_path: Path) -> None:
+    """The port is read from the log, so a previous run's lines must not be mistaken for ours."""
+    log_path = tmp_path / "server.log"
+    with running_llama_server(tiny_model_path, "k", embeddings=False, log_path=log_path) as first:
+        assert httpx.get(f"{first.url}/health").status_code == 200
+
+    with running_llama_server(tiny_model_path, "k", embeddings=False, log_path=log_path) as second:
+        assert httpx.get(f"{second.url}/health").status_code == 200
+    assert log_path.read_text().count("listening on") == 1

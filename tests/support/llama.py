@@ -138,8 +138,8 @@ def running_llama_server(
     The server has ``api_key``, 4 parallel slots, metrics, no prompt cache (so usage counts
     are the same on every request) and, with ``embeddings``, ``/v1/embeddings`` with mean
     pooling. The kind is ``"binary"`` if ``$GGUF_MCP_TEST_LLAMA_SERVER`` is set, else
-    ``"xllamacpp"``. Output goes to ``log_path`` (default: a temporary file, deleted after a
-    clean exit). Raises :class:`LlamaServerError` with the log's tail if the server does
+    ``"xllamacpp"``. Output overwrites ``log_path`` (default: a temporary file, deleted after
+    a clean exit). Raises :class:`LlamaServerError` with the log's tail if the server does
     not become healthy within :data:`STARTUP_TIMEOUT_S`, or if it died while in use.
 
     Must be entered from a thread that outlives the server: on Linux the child is killed when
@@ -154,7 +154,8 @@ def running_llama_server(
     # Settings come from argv only: LLAMA_ARG_* variables would silently override them.
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
     env[_API_KEY_ENV] = api_key
-    with log_path.open("ab") as log:
+    # Truncate: a stale "listening on" line from an earlier run would send us to a dead port.
+    with log_path.open("wb") as log:
         process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -183,6 +184,9 @@ def _server_command(model_path: Path, *, alias: str, embeddings: bool) -> tuple[
     flags = [
         "-m", str(model_path), "--host", "127.0.0.1", "--port", "0", "--alias", alias,
         "--no-cache-prompt", "--parallel", "4", "--metrics",
+        # One thread that sleeps when idle: a test machine has 2 cores, and a server spinning on
+        # both starves the bridge and the client, so timing-sensitive tests would measure that.
+        "--threads", "1", "--threads-batch", "1", "--poll", "0",
     ]  # fmt: skip
     binary = os.environ.get(LLAMA_SERVER_ENV)
     if not binary:

@@ -31,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--metrics", action="store_true")
     parser.add_argument("-np", "--parallel", type=int, default=4)
     parser.add_argument("-n", "--n-predict", type=int, default=-1)
+    parser.add_argument("-t", "--threads", type=int, default=-1)
+    parser.add_argument("-tb", "--threads-batch", type=int, default=-1)
+    parser.add_argument("--poll", type=int, default=50)
     args = parser.parse_args(argv)
 
     params = xlc.CommonParams()
@@ -44,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     # context; xllamacpp defaults to split caches, which would cut each slot to n_ctx / 4.
     params.kv_unified = True
     params.n_predict = args.n_predict
+    params.cpuparams.n_threads = args.threads
+    params.cpuparams_batch.n_threads = args.threads_batch
+    params.cpuparams.poll = args.poll
+    params.cpuparams_batch.poll = args.poll
     params.cache_prompt = not args.no_cache_prompt
     params.endpoint_metrics = args.metrics
     if args.alias:
