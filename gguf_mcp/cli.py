@@ -25,15 +25,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gguf-mcp",
         description="MCP server for GGUF Cloud (llama.cpp) deployments. Every option can also be "
         "set by the environment variable named in its help; the flag wins.",
-        epilog="The API key is read from MODELSLAB_API_KEY or --api-key-file only, never from a flag "
-        "value (flags are visible in process listings).",
+        epilog="Secrets come from the environment or a file, never from a flag value (flags show in "
+        "process listings): MODELSLAB_API_KEY or --api-key-file for the deployments' key, "
+        "GGUF_MCP_AUTH_TOKEN or --auth-token-file for the token HTTP clients must send.",
     )
     for o in OPTIONS:
         if not o.flag:
             continue
-        parser.add_argument(o.flag, dest=o.dest, metavar=o.metavar, help=f"{o.help} [env: {o.env}]")
+        if o.switch:
+            parser.add_argument(
+                o.flag, dest=o.dest, action="store_const", const="true", help=f"{o.help} [env: {o.env}]"
+            )
+        else:
+            parser.add_argument(o.flag, dest=o.dest, metavar=o.metavar, help=f"{o.help} [env: {o.env}]")
     parser.add_argument("--version", action="version", version=f"gguf-mcp {__version__}")
     parser.add_argument("--api-key", nargs="?", action=_RefuseKeyFlag, help=argparse.SUPPRESS)
+    parser.add_argument("--auth-token", nargs="?", action=_RefuseTokenFlag, help=argparse.SUPPRESS)
     return parser
 
 
@@ -44,6 +51,18 @@ class _RefuseKeyFlag(argparse.Action):
         print(
             "gguf-mcp: configuration error: --api-key is not accepted (flags show in process listings). "
             "Set MODELSLAB_API_KEY in the environment, or use --api-key-file PATH.",
+            file=sys.stderr,
+        )
+        parser.exit(EXIT_CONFIG)
+
+
+class _RefuseTokenFlag(argparse.Action):
+    """Same for the HTTP clients' token."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object, **__: object) -> None:
+        print(
+            "gguf-mcp: configuration error: --auth-token is not accepted (flags show in process listings). "
+            "Set GGUF_MCP_AUTH_TOKEN in the environment, or use --auth-token-file PATH.",
             file=sys.stderr,
         )
         parser.exit(EXIT_CONFIG)

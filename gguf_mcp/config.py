@@ -29,6 +29,8 @@ GGUF_CLOUD_ROOT = "https://modelslab.com/api/gguf"
 DEFAULT_KEY_ENV = "MODELSLAB_API_KEY"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 3
+TOOL_NAMES = ("list_models", "chat", "messages", "complete", "embed")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DEPLOYMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -45,6 +47,7 @@ class Option:
     help: str
     metavar: str | None = None
     secret: bool = False
+    switch: bool = False  # a flag without a value (sets "true"); its variable takes true/false
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -113,8 +116,64 @@ OPTIONS: tuple[Option, ...] = (
         "stdio (default; for clients that spawn the server) or http (Streamable HTTP at /mcp).",
         "{stdio,http}",
     ),
-    Option("host", "--host", "GGUF_MCP_HOST", "HTTP bind address (default 127.0.0.1).", "HOST"),
+    Option(
+        "tools",
+        "--tools",
+        "GGUF_MCP_TOOLS",
+        f"Comma-separated tools to expose (default: all of {', '.join(TOOL_NAMES)}); fewer tools, less context.",
+        "LIST",
+    ),
+    Option(
+        "host",
+        "--host",
+        "GGUF_MCP_HOST",
+        "HTTP bind address (default 127.0.0.1). Any other address requires GGUF_MCP_AUTH_TOKEN.",
+        "HOST",
+    ),
     Option("port", "--port", "GGUF_MCP_PORT", "HTTP port (default 8000).", "PORT"),
+    Option(
+        "auth_token",
+        "",
+        "GGUF_MCP_AUTH_TOKEN",
+        "Bearer token HTTP clients must send (a secret: environment or --auth-token-file only).",
+        secret=True,
+    ),
+    Option(
+        "auth_token_file",
+        "--auth-token-file",
+        "GGUF_MCP_AUTH_TOKEN_FILE",
+        "File holding the HTTP clients' bearer token (instead of GGUF_MCP_AUTH_TOKEN).",
+        "PATH",
+    ),
+    Option(
+        "allowed_hosts",
+        "--allowed-hosts",
+        "GGUF_MCP_ALLOWED_HOSTS",
+        "Comma-separated Host headers to accept besides loopback, e.g. mcp.example.com (reverse proxies).",
+        "LIST",
+    ),
+    Option(
+        "allowed_origins",
+        "--allowed-origins",
+        "GGUF_MCP_ALLOWED_ORIGINS",
+        "Comma-separated browser Origins to accept besides loopback, e.g. https://app.example.com.",
+        "LIST",
+    ),
+    Option(
+        "stateless",
+        "--stateless",
+        "GGUF_MCP_STATELESS",
+        "HTTP without sessions, for several workers behind any load balancer (2025-era clients lose "
+        "cancellation; see README).",
+        switch=True,
+    ),
+    Option(
+        "log_format",
+        "--log-format",
+        "GGUF_MCP_LOG_FORMAT",
+        "text (default) or json: one JSON object per line on stderr.",
+        "{text,json}",
+    ),
     Option(
         "log_level",
         "--log-level",
@@ -150,6 +209,12 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "WARNING"
+    log_format: Literal["text", "json"] = "text"
+    tools: tuple[str, ...] = TOOL_NAMES
+    auth_token: SecretStr | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    stateless: bool = False
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
@@ -190,14 +255,33 @@ def deployment_url(deployment_id: str, setting: str) -> str:
     return f"{GGUF_CLOUD_ROOT}/{deployment_id}"
 
 
-def _read_key_file(path: str) -> str:
+def _read_secret_file(path: str, dest: str) -> str:
     try:
-        key = Path(path).expanduser().read_text(encoding="utf-8").strip()
+        value = Path(path).expanduser().read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"{_setting('api_key_file')}: cannot read {path!r} ({exc.strerror}).") from None
-    if not key:
-        raise ConfigError(f"{_setting('api_key_file')}: {path!r} is empty; put the API key in it.")
-    return key
+        raise ConfigError(f"{_setting(dest)}: cannot read {path!r} ({exc.strerror}).") from None
+    if not value:
+        raise ConfigError(f"{_setting(dest)}: {path!r} is empty; put the secret in it.")
+    return value
+
+
+def _list(raw: str | None, dest: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in (raw or "").split(",") if item.strip())
+    for item in items:
+        if any(c.isspace() for c in item):
+            raise ConfigError(f"{_setting(dest)}: {item!r} contains spaces; separate entries with commas.")
+    return items
+
+
+def _bool(raw: str | None, dest: str) -> bool:
+    if raw is None:
+        return False
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{_setting(dest)}: {raw!r} is not true or false.")
 
 
 def _positive_float(raw: str, dest: str) -> float:
@@ -310,7 +394,9 @@ def parse_settings(values: Mapping[str, str | None], environ: Mapping[str, str])
         return value.strip() if value is not None and value.strip() else None
 
     key_file = get("api_key_file")
-    default_key = _read_key_file(key_file) if key_file else (environ.get(DEFAULT_KEY_ENV, "").strip() or None)
+    default_key = (
+        _read_secret_file(key_file, "api_key_file") if key_file else (environ.get(DEFAULT_KEY_ENV, "").strip() or None)
+    )
 
     config, dep_id, base = get("config"), get("deployment_id"), get("base_url")
     if config and (dep_id or base):
@@ -349,7 +435,29 @@ def parse_settings(values: Mapping[str, str | None], environ: Mapping[str, str])
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{_setting('log_level')}: {log_level.lower()!r} is not debug, info, warning or error.")
     timeout, retries, port, deadline = get("timeout"), get("max_retries"), get("port"), get("deadline")
+    host = get("host") or "127.0.0.1"
+    log_format = get("log_format") or "text"
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"{_setting('log_format')}: {log_format!r} is not 'text' or 'json'.")
+    tools = _list(get("tools"), "tools") or TOOL_NAMES
+    unknown_tools = [t for t in tools if t not in TOOL_NAMES]
+    if unknown_tools:
+        raise ConfigError(
+            f"{_setting('tools')}: unknown tool(s) {', '.join(unknown_tools)}; choose from {', '.join(TOOL_NAMES)}."
+        )
+
+    token_file = get("auth_token_file")
+    token_value = _read_secret_file(token_file, "auth_token_file") if token_file else get("auth_token")
+    auth_token = SecretStr(token_value) if token_value else None
+    if transport == "http" and auth_token is None and host not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"{_setting('host')} = {host!r} exposes the server beyond this machine, and anyone who reaches it "
+            "spends your API key: set GGUF_MCP_AUTH_TOKEN (or --auth-token-file) to a long random token, or bind "
+            "127.0.0.1."
+        )
     secrets = tuple(d.api_key.get_secret_value() for d in deployments.values() if d.api_key)
+    if auth_token is not None:
+        secrets += (auth_token.get_secret_value(),)
     return Settings(
         deployments=deployments,
         default_deployment=default,
@@ -357,8 +465,14 @@ def parse_settings(values: Mapping[str, str | None], environ: Mapping[str, str])
         max_retries=_int_in(retries, "max_retries", 0, 10) if retries else DEFAULT_MAX_RETRIES,
         deadline=_positive_float(deadline, "deadline") if deadline else None,
         transport=transport,  # type: ignore[arg-type]  # checked just above
-        host=get("host") or "127.0.0.1",
+        host=host,
         port=_int_in(port, "port", 0, 65535) if port else 8000,
         log_level=log_level,
+        log_format=log_format,  # type: ignore[arg-type]  # checked above
+        tools=tuple(dict.fromkeys(tools)),
+        auth_token=auth_token,
+        allowed_hosts=_list(get("allowed_hosts"), "allowed_hosts"),
+        allowed_origins=_list(get("allowed_origins"), "allowed_origins"),
+        stateless=_bool(get("stateless"), "stateless"),
         secrets=secrets,
     )

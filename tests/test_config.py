@@ -267,3 +267,66 @@ def test_a_key_given_as_a_flag_is_refused_without_echoing_it() -> None:
     assert out.returncode == 2
     assert KEY not in out.stderr + out.stdout
     assert "MODELSLAB_API_KEY" in out.stderr
+
+
+# --- HTTP exposure and tool selection --------------------------------------------------------------
+
+LOCAL = {"GGUF_BASE_URL": "http://127.0.0.1:1"}
+
+
+def test_http_beyond_loopback_without_a_token_refuses_to_start() -> None:
+    message = config_error({**LOCAL, "GGUF_MCP_TRANSPORT": "http", "GGUF_MCP_HOST": "0.0.0.0"})
+    assert message.startswith("GGUF_MCP_HOST (--host) = '0.0.0.0' exposes the server")
+    assert "GGUF_MCP_AUTH_TOKEN" in message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
+def test_loopback_http_needs_no_token(host: str) -> None:
+    assert settings({**LOCAL, "GGUF_MCP_TRANSPORT": "http", "GGUF_MCP_HOST": host}).auth_token is None
+
+
+def test_a_token_allows_any_bind_and_is_a_secret(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("tok-canary-123456\n")
+    s = settings({**LOCAL, "GGUF_MCP_TRANSPORT": "http", "GGUF_MCP_HOST": "0.0.0.0"}, auth_token_file=str(token_file))
+    assert s.auth_token is not None and s.auth_token.get_secret_value() == "tok-canary-123456"
+    assert "tok-canary-123456" in s.secrets
+    assert "tok-canary-123456" not in repr(s)
+
+
+def test_lists_and_switches_parse() -> None:
+    s = settings(
+        {
+            **LOCAL,
+            "GGUF_MCP_ALLOWED_HOSTS": "mcp.example.com, mcp.example.com:443",
+            "GGUF_MCP_ALLOWED_ORIGINS": "https://app.example.com",
+            "GGUF_MCP_STATELESS": "true",
+            "GGUF_MCP_TOOLS": "chat, messages,chat",
+            "GGUF_MCP_LOG_FORMAT": "json",
+        }
+    )
+    assert s.allowed_hosts == ("mcp.example.com", "mcp.example.com:443")
+    assert s.allowed_origins == ("https://app.example.com",)
+    assert s.stateless is True
+    assert s.tools == ("chat", "messages")
+    assert s.log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"GGUF_MCP_TOOLS": "chat,summon"}, "GGUF_MCP_TOOLS (--tools): unknown tool(s) summon; choose from"),
+        ({"GGUF_MCP_STATELESS": "maybe"}, "GGUF_MCP_STATELESS (--stateless): 'maybe' is not true or false"),
+        ({"GGUF_MCP_LOG_FORMAT": "xml"}, "GGUF_MCP_LOG_FORMAT"),
+        ({"GGUF_MCP_ALLOWED_HOSTS": "a.com b.com"}, "contains spaces"),
+        ({"GGUF_MCP_DEADLINE": "0"}, "GGUF_MCP_DEADLINE (--deadline)"),
+    ],
+)
+def test_bad_http_and_tool_settings(env: dict[str, str], needle: str) -> None:
+    assert needle in config_error({**LOCAL, **env})
+
+
+def test_a_token_given_as_a_flag_is_refused_without_echoing_it() -> None:
+    out = run_cli("--auth-token", "tok-canary-flag", env=LOCAL)
+    assert out.returncode == 2
+    assert "tok-canary-flag" not in out.stderr + out.stdout
