@@ -15,12 +15,14 @@ from starlette.responses import JSONResponse, Response
 
 from gguf_mcp import __version__
 from gguf_mcp.config import Settings
+from gguf_mcp.resources import build_resources
 from gguf_mcp.tools import AppState, build_tools
 from gguf_mcp.upstream import open_upstream
 
 INSTRUCTIONS = (
     "Tools to use private LLM deployments (llama.cpp on GGUF Cloud): list_models shows what is "
-    "deployed; chat (OpenAI style) and messages (Anthropic style) generate text."
+    "deployed; chat (OpenAI style), messages (Anthropic style) and complete (raw text) generate "
+    "text; embed returns embedding vectors."
 )
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
@@ -28,10 +30,16 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 def build_server(settings: Settings) -> MCPServer[AppState]:
     """An MCP server for these settings. Build a new one per transport run (the SDK's rule)."""
 
+    live: list[AppState] = []  # the lifespan's state, for resources (they get no request context)
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         async with open_upstream(settings) as upstream:
-            yield AppState(settings=settings, upstream=upstream)
+            live[:] = [AppState(settings=settings, upstream=upstream)]
+            try:
+                yield live[0]
+            finally:
+                live.clear()
 
     server: MCPServer[AppState] = MCPServer(
         "gguf-mcp",
@@ -39,6 +47,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         tools=build_tools(settings),
+        resources=build_resources(settings, lambda: live[0]),
         log_level=settings.log_level,  # type: ignore[arg-type]  # validated in config
     )
 

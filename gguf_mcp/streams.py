@@ -71,6 +71,29 @@ class ChatStream:
         return {"object": "chat.completion", "model": self._model, "choices": [choice], "usage": usage}
 
 
+class CompletionStream(ChatStream):
+    """OpenAI `text_completion` events -> a `text_completion` body."""
+
+    def add(self, chunk: dict[str, Any]) -> str:
+        self._model = chunk.get("model") or self._model
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        new = ""
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) == 0:
+                if text := choice.get("text"):
+                    self._text.append(text)
+                    self.tokens += 1
+                    new += text
+                self._finish = choice.get("finish_reason") or self._finish
+        return new
+
+    def response(self, finish_reason: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "text": self.text, "finish_reason": finish_reason or self._finish}
+        usage = self._usage or {"completion_tokens": self.tokens}
+        return {"object": "text_completion", "model": self._model, "choices": [choice], "usage": usage}
+
+
 class MessagesStream:
     """Anthropic Messages events -> a `message` body."""
 

@@ -21,9 +21,9 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from gguf_mcp.config import Deployment, Settings
-from gguf_mcp.errors import GGUFMCPError, InvalidResponse, UnknownDeployment
-from gguf_mcp.streams import ChatStream, MessagesStream
-from gguf_mcp.upstream import CHAT, MESSAGES, MODELS, UpstreamClient
+from gguf_mcp.errors import GGUFMCPError, InvalidResponse, NotSupported, UnknownDeployment
+from gguf_mcp.streams import ChatStream, CompletionStream, MessagesStream
+from gguf_mcp.upstream import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, MODELS, UpstreamClient
 
 
 @dataclass(frozen=True)
@@ -127,29 +127,62 @@ class MessagesResult(BaseModel):
     deployment: str
 
 
+class CompletionResult(BaseModel):
+    text: str
+    finish_reason: str | None = None
+    usage: ChatUsage | None = None
+    model: str | None = None
+    deployment: str
+
+
+class Embedding(BaseModel):
+    index: int
+    embedding: list[float]
+
+
+class EmbedUsage(BaseModel):
+    prompt_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class EmbedResult(BaseModel):
+    embeddings: list[Embedding]
+    dimensions: int
+    usage: EmbedUsage | None = None
+    model: str | None = None
+    deployment: str
+
+
 # ---------------------------------------------------------------------------------------------
 # Tools
 
 
-async def list_models(ctx: Ctx, deployment: DeploymentArg = None) -> Annotated[CallToolResult, ModelsResult]:
-    """List the configured deployments and the model each serves (id, context size, metadata)."""
-    state = ctx.request_context.lifespan_context
-    targets = [state.deployment(deployment)] if deployment else list(state.settings.deployments.values())
-    found: list[DeploymentModels] = [DeploymentModels(deployment=d.name) for d in targets]
+async def query_models(state: AppState, targets: list[Deployment]) -> list[DeploymentModels]:
+    """Every target's models, queried concurrently; one failure is reported in its entry only."""
+    found = [
+        DeploymentModels(
+            deployment=d.name, description=d.description or None, default=d.name == state.settings.default_deployment
+        )
+        for d in targets
+    ]
 
-    async def query(i: int, dep: Deployment) -> None:
-        entry = found[i]
-        entry.description = dep.description or None
-        entry.default = dep.name == state.settings.default_deployment
+    async def query(entry: DeploymentModels, dep: Deployment) -> None:
         try:
             entry.models = _parse_models(dep, await state.upstream.get(dep, MODELS))
         except GGUFMCPError as exc:
             entry.error = str(exc)
 
     async with anyio.create_task_group() as tg:
-        for i, dep in enumerate(targets):
-            tg.start_soon(query, i, dep)
+        for entry, dep in zip(found, targets, strict=True):
+            tg.start_soon(query, entry, dep)
+    return found
 
+
+async def list_models(ctx: Ctx, deployment: DeploymentArg = None) -> Annotated[CallToolResult, ModelsResult]:
+    """List the configured deployments and the model each serves (id, context size, metadata)."""
+    state = ctx.request_context.lifespan_context
+    targets = [state.deployment(deployment)] if deployment else list(state.settings.deployments.values())
+    found = await query_models(state, targets)
     result = ModelsResult(deployments=found)
     failed = all(d.error for d in found)
     lines = []
@@ -289,6 +322,85 @@ async def messages(
     return _result(text, result)
 
 
+async def complete(
+    ctx: Ctx,
+    prompt: Annotated[str, Field(min_length=1, description="Text to continue (raw, no chat template).")],
+    deployment: DeploymentArg = None,
+    max_tokens: MaxTokens = None,
+    temperature: Temperature = None,
+    top_p: TopP = None,
+    stop: Annotated[list[str] | str | None, Field(description="Stop sequence(s).")] = None,
+    seed: int | None = None,
+    deadline: Deadline = None,
+) -> Annotated[CallToolResult, CompletionResult]:
+    """Continue a raw text prompt with the deployed model (OpenAI completions)."""
+    state = ctx.request_context.lifespan_context
+    dep = state.deployment(deployment)
+    body: dict[str, Any] = {"model": "local", "prompt": prompt}
+    _put(body, max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed)
+    data, partial = await _generate(ctx, state, dep, COMPLETIONS, body, CompletionStream(), deadline, max_tokens)
+    try:
+        choice = data["choices"][0]
+        result = CompletionResult(
+            text=choice.get("text") or "",
+            finish_reason=choice.get("finish_reason"),
+            usage=_usage(ChatUsage, data),
+            model=data.get("model"),
+            deployment=dep.name,
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        raise ToolError(
+            str(InvalidResponse(f"Deployment {dep.name!r} sent a completion response without choices."))
+        ) from None
+    text = result.text
+    if partial:
+        text += _deadline_note(partial)
+    elif result.finish_reason == "length":
+        text += _cut_note(max_tokens)
+    return _result(text, result)
+
+
+async def embed(
+    ctx: Ctx,
+    input: Annotated[str | list[str], Field(description="A text, or a list of texts, to embed.", min_length=1)],
+    deployment: DeploymentArg = None,
+) -> Annotated[CallToolResult, EmbedResult]:
+    """Embedding vectors for one text or a list (OpenAI embeddings), if the deployment serves them."""
+    state = ctx.request_context.lifespan_context
+    dep = state.deployment(deployment)
+    if isinstance(input, list) and (not input or not all(input)):
+        raise ToolError("input: give a non-empty text, or a non-empty list of non-empty texts.")
+    try:
+        data = await state.upstream.post(dep, EMBEDDINGS, {"model": "local", "input": input})
+    except NotSupported as exc:
+        raise ToolError(
+            f"Deployment {dep.name!r} does not serve embeddings: its model or server is not set up for them "
+            f"(llama-server needs --embeddings). Use a deployment of an embedding model. ({exc})"
+        ) from None
+    except GGUFMCPError as exc:
+        raise ToolError(str(exc)) from None
+    try:
+        vectors = [Embedding(index=item["index"], embedding=item["embedding"]) for item in data["data"]]
+        vectors.sort(key=lambda v: v.index)
+        result = EmbedResult(
+            embeddings=vectors,
+            dimensions=len(vectors[0].embedding) if vectors else 0,
+            usage=_usage(EmbedUsage, data),
+            model=data.get("model"),
+            deployment=dep.name,
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        raise ToolError(
+            str(InvalidResponse(f"Deployment {dep.name!r} sent an embeddings response without float vectors."))
+        ) from None
+    first = ", ".join(f"{x:.4f}" for x in vectors[0].embedding[:4]) if vectors else ""
+    text = (
+        f"{len(vectors)} embedding(s) of {result.dimensions} dimensions from {dep.name!r} "
+        f"(first vector starts [{first}, ...]); the full vectors are in the structured result."
+    )
+    return _result(text, result)
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
@@ -340,7 +452,7 @@ async def _generate(
     dep: Deployment,
     route: str,
     body: dict[str, Any],
-    stream: ChatStream | MessagesStream,
+    stream: ChatStream | MessagesStream | CompletionStream,
     deadline: float | None,
     max_tokens: int | None,
 ) -> tuple[Any, float | None]:
@@ -386,7 +498,7 @@ def _deadline_note(deadline: float) -> str:
     )
 
 
-def _usage(model: type[ChatUsage] | type[MessagesUsage], data: Any) -> Any:
+def _usage(model: type[ChatUsage] | type[MessagesUsage] | type[EmbedUsage], data: Any) -> Any:
     usage = data.get("usage")
     if not isinstance(usage, dict):
         return None
@@ -433,14 +545,16 @@ def _result(text: str, structured: BaseModel, *, is_error: bool = False) -> Call
 
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=True)
-TOOLS = (list_models, chat, messages)
+TOOLS = (list_models, chat, messages, complete, embed)
 
 
 def build_tools(settings: Settings) -> list[Tool]:
-    """The tool definitions for these settings: the `deployment` argument lists the configured names."""
+    """The selected tools, their `deployment` argument listing the configured names."""
     names = list(settings.deployments)
     built = []
     for fn in TOOLS:
+        if fn.__name__ not in settings.tools:
+            continue
         tool = Tool.from_function(fn, annotations=READ_ONLY)
         deployment = tool.parameters["properties"].get("deployment")
         if deployment is not None:

@@ -98,7 +98,7 @@ class UpstreamClient:
         which is what makes llama-server stop generating.
         """
         body = {**body, "stream": True}
-        if route == CHAT:
+        if route in (CHAT, COMPLETIONS):
             body["stream_options"] = {"include_usage": True}
         response = await self._send(dep, "POST", route, body, stream=True)
         final = False

@@ -6,6 +6,7 @@ tests assert on what llama.cpp reports: shapes, finish reasons, usage counts, mo
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +16,7 @@ from mcp.types import CallToolResult
 
 from tests.support.bridge import Bridge
 from tests.support.gateway import ACCOUNT_KEY, Gateway
-from tests.support.llama import LlamaServer
+from tests.support.llama import LLAMA_KEY, LlamaServer, running_llama_server
 
 pytestmark = pytest.mark.anyio
 
@@ -212,3 +213,78 @@ async def test_no_secret_reaches_the_agent_or_the_logs(bridge: Bridge, target: T
     assert "DEBUG" in seen  # debug logging did produce output to check
     for secret in {v for k, v in target.env.items() if k.endswith("KEY")}:
         assert secret not in seen
+
+
+async def test_complete_continues_a_raw_prompt(bridge: Bridge, target: Target) -> None:
+    async with bridge.connect(target.env) as client:
+        result = await client.call_tool("complete", {"prompt": "Once upon a time", "max_tokens": 7})
+        counts: list[float] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            counts.append(progress)
+
+        streamed = await client.call_tool(
+            "complete", {"prompt": "Once upon a time", "max_tokens": 7}, progress_callback=on_progress
+        )
+    reply = ok(result)
+    assert reply["finish_reason"] == "length"
+    assert reply["usage"]["completion_tokens"] == 7
+    assert 0 < reply["usage"]["prompt_tokens"] <= len("Once upon a time") * 2  # no chat template around it
+    assert reply["model"] == target.model_id
+    assert "cut off" in result.content[0].text  # type: ignore[union-attr]
+    assert ok(streamed)["usage"] == reply["usage"]
+    assert counts and counts[-1] == 7
+
+
+async def test_embed_returns_one_vector_per_input(bridge: Bridge, target: Target) -> None:
+    async with bridge.connect(target.env) as client:
+        one = ok(await client.call_tool("embed", {"input": "hello"}))
+        many = ok(await client.call_tool("embed", {"input": ["hello", "a longer text to embed"]}))
+    assert one["dimensions"] == 64  # the tiny model's n_embd
+    assert [e["index"] for e in many["embeddings"]] == [0, 1]
+    assert all(len(e["embedding"]) == 64 for e in many["embeddings"])
+    assert many["embeddings"][0]["embedding"] == pytest.approx(one["embeddings"][0]["embedding"], abs=1e-5)
+    assert many["usage"]["prompt_tokens"] > one["usage"]["prompt_tokens"]
+
+
+@pytest.fixture(scope="module")
+def llama_without_embeddings(tiny_model_path: Path) -> Iterator[LlamaServer]:
+    with running_llama_server(tiny_model_path, LLAMA_KEY, embeddings=False) as server:
+        yield server
+
+
+async def test_embed_on_a_deployment_without_embeddings_says_so(
+    bridge: Bridge, llama_without_embeddings: LlamaServer
+) -> None:
+    env = {"GGUF_BASE_URL": llama_without_embeddings.url, "MODELSLAB_API_KEY": LLAMA_KEY}
+    async with bridge.connect(env) as client:
+        result = await client.call_tool("embed", {"input": "hello"})
+    assert result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert "does not serve embeddings" in text
+    assert "HTTP 501" in text
+
+
+async def test_tool_selection_exposes_only_the_chosen_tools(bridge: Bridge, target: Target) -> None:
+    async with bridge.connect(target.env | {"GGUF_MCP_TOOLS": "chat,messages"}) as client:
+        tools = (await client.list_tools()).tools
+        hidden = await client.call_tool("embed", {"input": "x"})
+    assert sorted(t.name for t in tools) == ["chat", "messages"]
+    assert hidden.is_error
+
+
+async def test_deployments_are_browsable_resources(bridge: Bridge, target: Target) -> None:
+    async with bridge.connect(target.env) as client:
+        listed = (await client.list_resources()).resources
+        index = await client.read_resource("gguf://deployments")
+        main = await client.read_resource("gguf://deployments/main")
+    assert sorted(str(r.uri) for r in listed) == [
+        "gguf://deployments",
+        "gguf://deployments/main",
+        "gguf://deployments/tools",
+    ]
+    everything = json.loads(index.contents[0].text)  # type: ignore[union-attr]
+    assert [d["deployment"] for d in everything["deployments"]] == ["main", "tools"]
+    (entry,) = json.loads(main.contents[0].text)["deployments"]  # type: ignore[union-attr]
+    assert entry["models"][0]["id"] == target.model_id
+    assert entry["models"][0]["context_size"] == target.n_ctx
