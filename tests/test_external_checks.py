@@ -170,18 +170,23 @@ class InspectorTarget:
         return [*self.leading, *method_args, *self.trailing]
 
 
-def stdio_target(llama: LlamaServer) -> InspectorTarget:
-    """The Inspector spawns ``python -m gguf_mcp`` itself.
+def stdio_target(llama: LlamaServer, workdir: Path) -> InspectorTarget:
+    """The Inspector spawns ``python -m gguf_mcp`` itself, from an ``mcpServers`` config file.
 
-    A stdio child only inherits HOME/LOGNAME/PATH/SHELL/TERM/USER from the Inspector, so our
-    settings go in with ``-e``; the command goes last, after ``--``, so that no Inspector
-    option (``-m`` in particular) is parsed out of it.
+    A config file, not ``-e KEY=VALUE``: the key must never be on a command line, where process
+    listings show it. A stdio child only inherits HOME/LOGNAME/PATH/SHELL/TERM/USER from the
+    Inspector, so the file's ``env`` carries our settings, as an MCP client's config would.
     """
     env = server_env(llama)
-    leading = ["--cwd", str(REPO_ROOT)]
-    for name in ("GGUF_BASE_URL", "MODELSLAB_API_KEY", "PYTHONPATH"):
-        leading += ["-e", f"{name}={env[name]}"]
-    return InspectorTarget("stdio", tuple(leading), ("--", sys.executable, "-m", "gguf_mcp"))
+    server = {
+        "command": sys.executable,
+        "args": ["-m", "gguf_mcp"],
+        "env": {name: env[name] for name in ("GGUF_BASE_URL", "MODELSLAB_API_KEY", "PYTHONPATH")},
+        "cwd": str(REPO_ROOT),
+    }
+    config = workdir / "inspector-servers.json"
+    config.write_text(json.dumps({"mcpServers": {"gguf": server}}))
+    return InspectorTarget("stdio", ("--config", str(config), "--server", "gguf"), ())
 
 
 def http_target(server: HttpServer) -> InspectorTarget:
@@ -239,12 +244,12 @@ def test_conformance_scenario(node_tools: NodeTools, http_server: HttpServer, sc
         pytest.fail(run.describe())
 
 
-def test_inspector_stdio_tools_list(node_tools: NodeTools, llama_server: LlamaServer) -> None:
-    check_tools_list(node_tools, stdio_target(llama_server))
+def test_inspector_stdio_tools_list(node_tools: NodeTools, llama_server: LlamaServer, tmp_path: Path) -> None:
+    check_tools_list(node_tools, stdio_target(llama_server, tmp_path))
 
 
-def test_inspector_stdio_chat(node_tools: NodeTools, llama_server: LlamaServer) -> None:
-    check_chat(node_tools, stdio_target(llama_server))
+def test_inspector_stdio_chat(node_tools: NodeTools, llama_server: LlamaServer, tmp_path: Path) -> None:
+    check_chat(node_tools, stdio_target(llama_server, tmp_path))
 
 
 def test_inspector_http_tools_list(node_tools: NodeTools, http_server: HttpServer) -> None:
