@@ -69,7 +69,9 @@ async def one_transport(
             marks: dict[str, float] = {}
             gw.inject("dep", TimedRelay(marks))
 
-            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            async def on_progress(
+                progress: float, total: float | None, message: str | None, marks: dict[str, float] = marks
+            ) -> None:
                 marks.setdefault("first_progress", time.monotonic())
 
             await client.call_tool("chat", {"messages": USER, "max_tokens": 16}, progress_callback=on_progress)
@@ -82,7 +84,9 @@ async def one_transport(
                 gw.inject("dep", TimedRelay(marks, hold_after))
                 seen = anyio.Event()
 
-                async def first(progress: float, total: float | None, message: str | None) -> None:
+                async def first(
+                    progress: float, total: float | None, message: str | None, seen: anyio.Event = seen
+                ) -> None:
                     seen.set()
 
                 async with anyio.create_task_group() as tg:
