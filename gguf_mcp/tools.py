@@ -18,7 +18,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.errors import GGUFMCPError, InvalidResponse, NotSupported, UnknownDeployment
@@ -63,14 +63,14 @@ class AnthropicMessage(BaseModel):
     content: str | list[dict[str, Any]]
 
 
-DeploymentArg = Annotated[str | None, Field(description="Deployment name (default: the configured default).")]
-Deadline = Annotated[
-    float | None, Field(gt=0, description="Seconds; at the deadline, stop and return the partial output.")
-]
-MaxTokens = Annotated[int | None, Field(ge=1, description="Output token cap (default: the deployment's).")]
+DeploymentArg = Annotated[str | None, Field()]  # its schema becomes the enum of configured names
+Deadline = Annotated[float | None, Field(gt=0, description="Seconds; then partial output.")]
+MaxTokens = Annotated[int | None, Field(ge=1)]
 Temperature = Annotated[float | None, Field(ge=0, le=2)]
 TopP = Annotated[float | None, Field(ge=0, le=1)]
 JSONObject = dict[str, Any]
+# Schemas say the common form in fewer characters; validation still takes every documented one.
+Stop = Annotated[list[str] | str | None, WithJsonSchema({"type": ["array", "string"]})]
 
 # ---------------------------------------------------------------------------------------------
 # Results
@@ -78,10 +78,10 @@ JSONObject = dict[str, Any]
 
 class ModelInfo(BaseModel):
     id: str
-    context_size: int | None = Field(None, description="Context window in tokens (llama-server n_ctx).")
+    context_size: int | None = None
     parameters: int | None = None
     size_bytes: int | None = None
-    meta: JSONObject | None = Field(None, description="Metadata as llama-server reports it.")
+    meta: JSONObject | None = None
 
 
 class DeploymentModels(BaseModel):
@@ -179,7 +179,7 @@ async def query_models(state: AppState, targets: list[Deployment]) -> list[Deplo
 
 
 async def list_models(ctx: Ctx, deployment: DeploymentArg = None) -> Annotated[CallToolResult, ModelsResult]:
-    """List the configured deployments and the model each serves (id, context size, metadata)."""
+    """The deployments and their models (id, context size, metadata)."""
     state = ctx.request_context.lifespan_context
     targets = [state.deployment(deployment)] if deployment else list(state.settings.deployments.values())
     found = await query_models(state, targets)
@@ -202,22 +202,23 @@ async def chat(
     ctx: Ctx,
     messages: Annotated[
         list[ChatMessage],
-        Field(min_length=1, description='OpenAI chat messages, oldest first: [{"role":"user","content":"Hi"}].'),
+        Field(min_length=1, description='e.g. [{"role":"user","content":"Hi"}]'),
+        WithJsonSchema({"type": "array"}),
     ],
     deployment: DeploymentArg = None,
     max_tokens: MaxTokens = None,
     temperature: Temperature = None,
     top_p: TopP = None,
-    stop: Annotated[list[str] | str | None, Field(description="Stop sequence(s).")] = None,
+    stop: Stop = None,
     seed: int | None = None,
-    tools: Annotated[list[JSONObject] | None, Field(description="OpenAI function tools.")] = None,
-    tool_choice: Annotated[str | JSONObject | None, Field(description="auto, none or required.")] = None,
+    tools: list[JSONObject] | None = None,
+    tool_choice: Annotated[str | JSONObject | None, WithJsonSchema({"type": ["string", "object"]})] = None,
     response_format: Annotated[
-        JSONObject | None, Field(description='e.g. {"type":"json_schema","json_schema":{"schema":{...}}}.')
+        JSONObject | None, Field(description='e.g. {"type":"json_schema","json_schema":{"schema":{}}}')
     ] = None,
     deadline: Deadline = None,
 ) -> Annotated[CallToolResult, ChatResult]:
-    """Chat with the deployed model (OpenAI chat completions). Returns its reply text."""
+    """Chat with the deployed model (OpenAI chat completions)."""
     state = ctx.request_context.lifespan_context
     dep = state.deployment(deployment)
     body: dict[str, Any] = {"model": "local", "messages": [m.model_dump(exclude_unset=True) for m in messages]}
@@ -264,20 +265,21 @@ async def messages(
     ctx: Ctx,
     messages: Annotated[
         list[AnthropicMessage],
-        Field(min_length=1, description='Anthropic messages (user/assistant): [{"role":"user","content":"Hi"}].'),
+        Field(min_length=1, description='e.g. [{"role":"user","content":"Hi"}]'),
+        WithJsonSchema({"type": "array"}),
     ],
-    max_tokens: Annotated[int, Field(ge=1, description="Output token cap.")],
+    max_tokens: Annotated[int, Field(ge=1)],
     deployment: DeploymentArg = None,
-    system: Annotated[str | list[JSONObject] | None, Field(description="System prompt.")] = None,
+    system: Annotated[str | list[JSONObject] | None, WithJsonSchema({"type": ["string", "array"]})] = None,
     temperature: Annotated[float | None, Field(ge=0, le=1)] = None,
     top_p: TopP = None,
     top_k: Annotated[int | None, Field(ge=1)] = None,
     stop_sequences: list[str] | None = None,
-    tools: Annotated[list[JSONObject] | None, Field(description="Anthropic tools.")] = None,
-    tool_choice: Annotated[JSONObject | None, Field(description='e.g. {"type":"auto"}.')] = None,
+    tools: list[JSONObject] | None = None,
+    tool_choice: JSONObject | None = None,
     deadline: Deadline = None,
 ) -> Annotated[CallToolResult, MessagesResult]:
-    """Send messages to the deployed model (Anthropic Messages API). Returns its reply text."""
+    """Chat with the deployed model (Anthropic Messages API)."""
     state = ctx.request_context.lifespan_context
     dep = state.deployment(deployment)
     body: dict[str, Any] = {
@@ -324,16 +326,16 @@ async def messages(
 
 async def complete(
     ctx: Ctx,
-    prompt: Annotated[str, Field(min_length=1, description="Text to continue (raw, no chat template).")],
+    prompt: Annotated[str, Field(min_length=1)],
     deployment: DeploymentArg = None,
     max_tokens: MaxTokens = None,
     temperature: Temperature = None,
     top_p: TopP = None,
-    stop: Annotated[list[str] | str | None, Field(description="Stop sequence(s).")] = None,
+    stop: Stop = None,
     seed: int | None = None,
     deadline: Deadline = None,
 ) -> Annotated[CallToolResult, CompletionResult]:
-    """Continue a raw text prompt with the deployed model (OpenAI completions)."""
+    """Continue a raw prompt (OpenAI completions, no chat template)."""
     state = ctx.request_context.lifespan_context
     dep = state.deployment(deployment)
     body: dict[str, Any] = {"model": "local", "prompt": prompt}
@@ -362,10 +364,10 @@ async def complete(
 
 async def embed(
     ctx: Ctx,
-    input: Annotated[str | list[str], Field(description="A text, or a list of texts, to embed.", min_length=1)],
+    input: Annotated[str | list[str], Field(min_length=1), WithJsonSchema({"type": ["string", "array"]})],
     deployment: DeploymentArg = None,
 ) -> Annotated[CallToolResult, EmbedResult]:
-    """Embedding vectors for one text or a list (OpenAI embeddings), if the deployment serves them."""
+    """Embed a text or a list of texts (OpenAI embeddings)."""
     state = ctx.request_context.lifespan_context
     dep = state.deployment(deployment)
     if isinstance(input, list) and (not input or not all(input)):
@@ -556,15 +558,29 @@ def build_tools(settings: Settings) -> list[Tool]:
         if fn.__name__ not in settings.tools:
             continue
         tool = Tool.from_function(fn, annotations=READ_ONLY)
-        deployment = tool.parameters["properties"].get("deployment")
-        if deployment is not None:
-            deployment.pop("anyOf", None)
-            deployment.update(type="string", enum=names)
+        # With one deployment there is nothing to choose: the argument stays accepted, unadvertised.
+        if len(names) > 1:
+            tool.parameters["properties"]["deployment"] = {"type": "string", "enum": names}
+        else:
+            del tool.parameters["properties"]["deployment"]
         _compact(tool.parameters)
-        if tool.fn_metadata.output_schema is not None:
-            _compact(tool.fn_metadata.output_schema)
+        output = tool.fn_metadata.output_schema
+        if output is not None:
+            _compact(output)
+            # Results describe themselves; the schema names the fields, a level or two deep.
+            _prune(output, levels=2 if fn is list_models else 1)
         built.append(tool)
     return built
+
+
+def _prune(schema: dict[str, Any], levels: int) -> None:
+    """Keep `levels` levels of nested properties; below that, objects and arrays keep only their type."""
+    for prop in schema.get("properties", {}).values():
+        if levels <= 1:
+            for key in ("properties", "required", "items", "description"):
+                prop.pop(key, None)
+        else:
+            _prune(prop.get("items", prop) if prop.get("type") == "array" else prop, levels - 1)
 
 
 def _compact(schema: dict[str, Any]) -> None:
@@ -588,6 +604,8 @@ def _compact(schema: dict[str, Any]) -> None:
             if key in ("title", "default") or (key == "additionalProperties" and value is True):
                 continue
             out[key] = {k: walk(v) for k, v in value.items()} if key == "properties" else walk(value)
+        if out.get("type") == "array" and out.get("items") == {"type": "object"}:
+            del out["items"]  # "an array" says as much to the reader; arguments are validated anyway
         branches = out.get("anyOf")
         if branches and {"type": "null"} in branches:
             rest = [b for b in branches if b != {"type": "null"}]
