@@ -156,6 +156,13 @@ def error_for_status(
                 "valid key of the account that owns the deployment."
             ),
         )
+    elif status == 404 and detail == "File Not Found":
+        # llama-server's own 404: the deployment answered, but has no such route.
+        cls, text = (
+            NotSupported,
+            f"{where} answered but has no such route (HTTP 404: {detail}). Its llama-server may be too old for "
+            "this API, or the base URL points below the deployment's root.",
+        )
     elif status == 404:
         cls, text = (
             DeploymentNotFound,

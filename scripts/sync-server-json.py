@@ -7,7 +7,7 @@ from gguf_mcp import __version__
 from gguf_mcp.config import OPTIONS
 
 FORMATS = {"timeout": "number", "max_retries": "number", "port": "number", "deadline": "number"}
-FILES = {"api_key_file", "config"}
+FILES = {"api_key_file", "auth_token_file", "config"}
 
 path = Path(__file__).resolve().parents[1] / "server.json"
 manifest = json.loads(path.read_text())

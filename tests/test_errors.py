@@ -148,3 +148,11 @@ def test_retry_after_is_honoured_and_capped() -> None:
 def test_total_retry_time_is_bounded() -> None:
     policy = RetryPolicy(max_retries=10, max_total=5)
     assert policy.delay(0, status_error(503, retry_after="4"), elapsed=2) is None
+
+
+def test_llama_servers_own_404_means_a_missing_route_not_a_missing_deployment() -> None:
+    body = b'{"error":{"message":"File Not Found","type":"not_found_error","code":404}}'
+    err = status_error(404, body)
+    assert isinstance(err, errors.NotSupported)
+    assert "has no such route" in str(err)
+    assert not err.retryable

@@ -1,0 +1,225 @@
+"""`gguf-mcp doctor`: check the settings, then every deployment for real, one line per check.
+
+Each deployment gets the requests the tools make, through the same `UpstreamClient` (so the
+auth headers, routes and retries are the server's own): `GET /v1/models`, then a one-token
+`POST /v1/chat/completions` and `POST /v1/messages`. Failures print the text of the error
+gguf-mcp would report to an agent, which already says what to do. Deployments are checked
+concurrently and printed in configuration order. Needs only httpx: no MCP SDK import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+
+from gguf_mcp.config import Deployment, Settings
+from gguf_mcp.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    DeploymentNotFound,
+    DeploymentNotReady,
+    DeploymentUnreachable,
+    InvalidResponse,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+    redact,
+)
+from gguf_mcp.upstream import CHAT, MESSAGES, MODELS, UpstreamClient, open_upstream
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+MAX_WAIT = 60.0
+"""Seconds doctor waits for any one answer (less if GGUF_MCP_TIMEOUT is lower): a one-token
+request that takes longer is a problem to report, not to sit through."""
+PROBE = [{"role": "user", "content": "Say OK."}]
+ROUTES = (("chat completion", CHAT, "chat"), ("messages", MESSAGES, "messages"))
+"""What a one-token request is sent to: label, route, and the tool that uses the route."""
+
+# Failures after which the deployment's other routes cannot answer either.
+_UNREACHABLE = (ConnectionFailed, UpstreamTimeout, DeploymentNotReady, DeploymentUnreachable, RateLimited)
+_LABELS: dict[type[UpstreamError], str] = {
+    ConnectionFailed: "not reachable",
+    UpstreamTimeout: "no answer",
+    DeploymentNotReady: "not ready",
+    DeploymentUnreachable: "not answering",
+    RateLimited: "rate limited",
+    AuthenticationFailed: "key rejected",
+    DeploymentNotFound: "not found",
+}
+
+Status = Literal["ok", "FAIL", "--"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One printed line: a status, the deployment (or "configuration") and what was found."""
+
+    status: Status
+    subject: str
+    text: str
+
+    def line(self) -> str:
+        return f"{self.status:<4} {self.subject}: {self.text}"
+
+
+def run_doctor(settings: Settings) -> int:
+    """Print every check to stdout; 0 when all pass, 1 when any failed."""
+    return anyio.run(_doctor, settings)
+
+
+async def _doctor(settings: Settings) -> int:
+    checks: list[Check] = []
+
+    def emit(check: Check) -> None:
+        checks.append(check)
+        print(redact(check.line(), settings.secrets), flush=True)
+
+    names = ", ".join(settings.deployments)
+    default = f"; default {settings.default_deployment}" if len(settings.deployments) > 1 else ""
+    emit(Check("ok", "configuration", f"valid; deployments: {names}{default}"))
+
+    probe_settings = dataclasses.replace(settings, timeout=min(settings.timeout, MAX_WAIT))
+    deployments = list(settings.deployments.values())
+    found: list[list[Check]] = [[] for _ in deployments]
+    finished = [anyio.Event() for _ in deployments]
+
+    async with open_upstream(probe_settings) as upstream:
+
+        async def check(index: int) -> None:
+            try:
+                found[index] = await check_deployment(upstream, deployments[index], settings.tools)
+            finally:
+                finished[index].set()
+
+        async with anyio.create_task_group() as tg:
+            for index in range(len(deployments)):
+                tg.start_soon(check, index)
+            for index in range(len(deployments)):
+                await finished[index].wait()
+                for item in found[index]:
+                    emit(item)
+
+    failed = sum(c.status == "FAIL" for c in checks)
+    skipped = sum(c.status == "--" for c in checks)
+    if failed:
+        print(f"{failed} check{'s' if failed > 1 else ''} failed; fix {'them' if failed > 1 else 'it'} and run again.")
+        return EXIT_FAILED
+    note = f" ({skipped} not applicable)" if skipped else ""
+    print(f"All {len(checks) - skipped} checks passed{note}: gguf-mcp is ready for your MCP client.")
+    return EXIT_OK
+
+
+async def check_deployment(upstream: UpstreamClient, dep: Deployment, tools: tuple[str, ...]) -> list[Check]:
+    """Reachable, key accepted, model listed, then one token on each selected protocol."""
+    name = dep.name
+    started = time.monotonic()
+    try:
+        models = await upstream.get(dep, MODELS)
+    except _UNREACHABLE as exc:
+        return [_fail(name, exc), _skip(name, "key, model and completions not checked until this is fixed")]
+    except (AuthenticationFailed, DeploymentNotFound) as exc:
+        return [
+            _reachable(dep, started),
+            _fail(name, exc),
+            _skip(name, "model and completions not checked until this is fixed"),
+        ]
+    except UpstreamError as exc:  # it answered, but not with a model list: the routes may still work
+        model = _fail(name, exc, "model list")
+    else:
+        model = _model_check(dep, models)
+    reachable = _reachable(dep, started)
+
+    completions: list[Check] = []
+    rejected: AuthenticationFailed | None = None
+    for label, route, tool in ROUTES:
+        if tool not in tools:
+            completions.append(_skip(name, f"{label} not checked: GGUF_MCP_TOOLS leaves the {tool} tool out"))
+            continue
+        if rejected is not None:
+            completions.append(_skip(name, f"{label} not checked: the key was rejected"))
+            continue
+        took = time.monotonic()
+        try:
+            data = await upstream.post(dep, route, {"model": "local", "messages": PROBE, "max_tokens": 1})
+            _expect(dep, route, label, data)
+        except AuthenticationFailed as exc:
+            rejected = exc
+            completions.append(_skip(name, f"{label} not checked: the key was rejected"))
+        except DeploymentNotFound as exc:
+            # The model list answered, so the deployment exists: it is this route that is missing.
+            hint = (
+                f" ({MODELS} answered, so this server may not offer {route}: update llama-server, or leave "
+                f"the {tool} tool out with GGUF_MCP_TOOLS.)"
+            )
+            completions.append(_fail(name, exc, label, hint if model.status == "ok" else ""))
+        except UpstreamError as exc:
+            completions.append(_fail(name, exc, label))
+        else:
+            ms = (time.monotonic() - took) * 1000
+            completions.append(Check("ok", name, f"{label} answered (POST {route}, max_tokens 1, {ms:.0f} ms)"))
+    key = _fail(name, rejected) if rejected is not None else _key_check(dep, [model, *completions])
+    return [reachable, key, model, *completions]
+
+
+def _fail(subject: str, exc: UpstreamError, label: str = "", hint: str = "") -> Check:
+    """The error's own text (what happened, what to do), after a short label for scanning."""
+    return Check("FAIL", subject, f"{label or _LABELS.get(type(exc)) or type(exc).__name__}: {exc}{hint}")
+
+
+def _skip(subject: str, text: str) -> Check:
+    return Check("--", subject, text)
+
+
+def _reachable(dep: Deployment, started: float) -> Check:
+    ms = (time.monotonic() - started) * 1000
+    return Check("ok", dep.name, f"reachable at {dep.base_url} (GET {MODELS} answered in {ms:.0f} ms)")
+
+
+def _key_check(dep: Deployment, answers: list[Check]) -> Check:
+    if not any(a.status == "ok" for a in answers):
+        return Check("--", dep.name, "key not confirmed: no request succeeded")
+    if dep.api_key is None:
+        return Check("ok", dep.name, f"no key needed ({dep.key_env} is not set and the server asked for none)")
+    return Check("ok", dep.name, f"key accepted ({dep.key_env})")
+
+
+def _model_check(dep: Deployment, data: Any) -> Check:
+    items = data.get("data") if isinstance(data, dict) else None
+    models = (
+        [m for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)] if isinstance(items, list) else []
+    )
+    if not models:
+        what = "lists no model" if isinstance(items, list) else "is not a model list"
+        return Check(
+            "FAIL",
+            dep.name,
+            f"Deployment {dep.name!r}: GET {MODELS} {what}. Check that the base URL points at a llama-server or "
+            "GGUF Cloud deployment with a model loaded.",
+        )
+    described = []
+    for model in models:
+        meta = model.get("meta")
+        context = (meta.get("n_ctx") or meta.get("n_ctx_train")) if isinstance(meta, dict) else None
+        described.append((model["id"], f" (context {context})" if isinstance(context, int) else ""))
+    if len(described) == 1:
+        return Check("ok", dep.name, "model {} listed{}".format(*described[0]))
+    return Check("ok", dep.name, "models {} listed".format(", ".join(i + c for i, c in described)))
+
+
+def _expect(dep: Deployment, route: str, label: str, data: Any) -> None:
+    """A 2xx answer must have its protocol's shape: `choices` (OpenAI) or `content` blocks (Anthropic)."""
+    if route == CHAT:
+        choices = data.get("choices") if isinstance(data, dict) else None
+        valid = isinstance(choices, list) and bool(choices) and isinstance(choices[0], dict)
+    else:
+        valid = isinstance(data, dict) and isinstance(data.get("content"), list)
+    if not valid:
+        raise InvalidResponse(
+            f"Deployment {dep.name!r} sent a {label} response without the fields its protocol promises (starting "
+            f"{str(data)[:80]!r}). Check that the base URL points at a llama-server or GGUF Cloud deployment."
+        )

@@ -1,0 +1,208 @@
+"""The README's client snippets work as pasted: each is parsed from README.md, its placeholders
+filled in, and gguf-mcp started from exactly that command and environment by the official MCP
+client over stdio, with the PATH a desktop app gives (not the shell's), as the snippet's
+absolute-path advice assumes.
+
+Placeholders: the absolute path becomes the installed `gguf-mcp`, the key the gateway's account
+key, and `GGUF_DEPLOYMENT_ID` the gateway's URL of that deployment as `GGUF_BASE_URL` (an id
+always means modelslab.com; tests/test_config.py checks that mapping).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from tests.support.gateway import ACCOUNT_KEY, Gateway
+from tests.support.llama import LlamaServer
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+INSTALLED = Path(sys.executable).parent / "gguf-mcp"
+DESKTOP_PATH = "/usr/bin:/bin"  # what a desktop app gives the servers it spawns, not the user's shell PATH
+PLACEHOLDER_COMMAND = "/absolute/path/to/.venv/bin/gguf-mcp"
+PLACEHOLDER_KEY = "your-modelslab-api-key"
+PLACEHOLDER_ID = "your-deployment-id"
+USER = [{"role": "user", "content": "Hello there"}]
+
+
+@dataclass(frozen=True)
+class ServerEntry:
+    """One client's entry for the server: what it runs, with which arguments and variables."""
+
+    command: str
+    args: list[str]
+    env: dict[str, str]
+
+
+def code_after(marker: str) -> tuple[str, str]:
+    """The first fenced block after `marker` in the README: (language, text)."""
+    text = README.read_text()
+    start = text.index(marker)
+    block = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL).search(text, start)
+    assert block is not None, f"no code block after {marker!r}"
+    return block.group(1), block.group(2)
+
+
+def snippet(title: str) -> tuple[str, str]:
+    """A client's block: the first after its bold title."""
+    return code_after(f"**{title}**")
+
+
+def mcp_servers_entry(title: str) -> ServerEntry:
+    """Claude Desktop and Cursor: {"mcpServers": {"gguf": {"command", "args"?, "env"}}}."""
+    language, text = snippet(title)
+    assert language == "json"
+    entry = json.loads(text)["mcpServers"]["gguf"]
+    assert set(entry) <= {"command", "args", "env"}
+    return ServerEntry(entry["command"], entry.get("args", []), entry["env"])
+
+
+def vscode_entry(typed_key: str) -> ServerEntry:
+    """VS Code: {"inputs": [...], "servers": {"gguf": {"type": "stdio", ...}}}, with each
+    `${input:ID}` replaced by what the user types when VS Code prompts for input ID."""
+    language, text = snippet("VS Code")
+    assert language == "json"
+    config = json.loads(text)
+    entry = config["servers"]["gguf"]
+    assert entry["type"] == "stdio"
+    inputs = {i["id"]: i for i in config["inputs"]}
+
+    def resolve(value: str) -> str:
+        def typed(match: re.Match[str]) -> str:
+            prompt = inputs[match.group(1)]
+            assert prompt["type"] == "promptString"
+            assert prompt["password"] is True  # the key is typed into a masked field and stored securely
+            return typed_key
+
+        return re.sub(r"\$\{input:([^}]+)\}", typed, value)
+
+    return ServerEntry(entry["command"], entry.get("args", []), {k: resolve(v) for k, v in entry["env"].items()})
+
+
+def claude_code_entry() -> ServerEntry:
+    """`claude mcp add NAME [--env K=V]... [--scope S] [--transport stdio] -- COMMAND [ARGS]...`"""
+    language, text = snippet("Claude Code")
+    assert language == "bash"
+    words = shlex.split(text)
+    assert words[:3] == ["claude", "mcp", "add"]
+    separator = words.index("--")
+    options, (command, *args) = words[3:separator], words[separator + 1 :]
+    assert options[0] == "gguf", "the name must come first: --env takes several values and would take it"
+    env: dict[str, str] = {}
+    rest = iter(options[1:])
+    for word in rest:
+        if word in ("--env", "-e"):
+            name, _, value = next(rest).partition("=")
+            env[name] = value
+        elif word in ("--scope", "-s", "--transport", "-t"):
+            assert word not in ("--transport", "-t") or next(rest) == "stdio"
+        else:
+            raise AssertionError(f"unexpected word {word!r} in the claude mcp add line")
+    return ServerEntry(command, args, env)
+
+
+def filled_in(entry: ServerEntry, gw: Gateway) -> ServerEntry:
+    """The snippet with the user's values in place of the placeholders; nothing else changes."""
+    assert entry.command == PLACEHOLDER_COMMAND
+    env = dict(entry.env)
+    assert env.pop("GGUF_DEPLOYMENT_ID") == PLACEHOLDER_ID
+    env["GGUF_BASE_URL"] = gw.base_url_for("dep-main")  # the deployment's URL, emulated
+    if env.get("MODELSLAB_API_KEY") == PLACEHOLDER_KEY:
+        env["MODELSLAB_API_KEY"] = ACCOUNT_KEY
+    filled = ServerEntry(str(INSTALLED), entry.args, env)
+    leftover = json.dumps([filled.command, filled.args, filled.env])
+    assert "your-" not in leftover and "/absolute/path" not in leftover, f"unhandled placeholder in {leftover}"
+    return filled
+
+
+@pytest.fixture
+def gw(gateway: Gateway, llama_server: LlamaServer) -> Gateway:
+    gateway.add_deployment("dep-main", llama_server.url, llama_server.api_key)
+    return gateway
+
+
+ENTRIES: dict[str, Callable[[], ServerEntry]] = {
+    "claude-desktop": lambda: mcp_servers_entry("Claude Desktop"),
+    "claude-code": claude_code_entry,
+    "cursor": lambda: mcp_servers_entry("Cursor"),
+    "vscode": lambda: vscode_entry(typed_key=ACCOUNT_KEY),
+}
+
+
+@pytest.mark.parametrize("client", list(ENTRIES))
+async def test_client_snippet_starts_a_working_server(client: str, gw: Gateway, tmp_path: Path) -> None:
+    entry = filled_in(ENTRIES[client](), gw)
+    env = {"PATH": DESKTOP_PATH, **entry.env}  # the SDK adds HOME, USER, SHELL... as desktop apps do
+    params = StdioServerParameters(command=entry.command, args=entry.args, env=env, cwd=str(tmp_path))
+    errlog = tmp_path / "server.stderr"
+    with errlog.open("w") as err:
+        async with Client(stdio_client(params, errlog=err), read_timeout_seconds=120) as client_session:
+            tools = {t.name for t in (await client_session.list_tools()).tools}
+            result = await client_session.call_tool("chat", {"messages": USER, "max_tokens": 2})
+    assert {"list_models", "chat", "messages"} <= tools
+    assert not result.is_error, result
+    assert result.structured_content is not None
+    assert result.structured_content["usage"]["completion_tokens"] == 2
+    (request,) = gw.requests_for("dep-main")
+    assert request.auth_via == "bearer"  # the key from the snippet's env block reached the deployment
+    assert ACCOUNT_KEY not in errlog.read_text() + json.dumps(result.model_dump(mode="json"))
+
+
+def test_the_desktop_path_does_not_find_a_bare_gguf_mcp() -> None:
+    """Why the snippets need the absolute path: the environment above is a real desktop one."""
+    assert INSTALLED.is_file()
+    assert shutil.which("gguf-mcp", path=DESKTOP_PATH) is None
+
+
+def test_the_snippets_name_only_settings_gguf_mcp_knows() -> None:
+    from gguf_mcp.config import OPTIONS
+
+    known = {o.env for o in OPTIONS}
+    for name, make in ENTRIES.items():
+        assert set(make().env) <= known, name
+
+
+def test_the_doctor_snippet_checks_the_deployment(gw: Gateway, tmp_path: Path) -> None:
+    """README, Check the setup: typed key (not echoed, not in history), then doctor from the venv."""
+    language, text = code_after("\n## Check the setup\n")
+    assert language == "bash"
+    assert PLACEHOLDER_ID in text
+    script = text.replace(f"GGUF_DEPLOYMENT_ID={PLACEHOLDER_ID}", f"GGUF_BASE_URL={gw.base_url_for('dep-main')}")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "gguf-mcp").symlink_to(INSTALLED)  # the checkout's venv, from Install
+    out = subprocess.run(
+        ["/bin/bash", "-c", script],
+        input=ACCOUNT_KEY + "\n",
+        env={"PATH": DESKTOP_PATH, "HOME": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1] == "All 6 checks passed: gguf-mcp is ready for your MCP client."
+    assert ACCOUNT_KEY not in out.stdout + out.stderr
+    assert [r.path for r in gw.requests_for("dep-main")] == ["/v1/models", "/v1/chat/completions", "/v1/messages"]
+
+
+def test_the_wheel_commands_name_this_version() -> None:
+    from gguf_mcp import __version__
+
+    _, text = code_after("Without a venv of your own")
+    wheels = set(re.findall(r"dist/(gguf_mcp-[^ ]+\.whl)", text))
+    assert wheels == {f"gguf_mcp-{__version__}-py3-none-any.whl"}
+    assert "pip wheel . --no-deps -w dist" in text
