@@ -1,4 +1,4 @@
-"""`gguf-mcp`: parse flags, validate settings once, set up stderr logging, serve.
+"""`gguf-mcp`: parse flags, validate settings once, set up stderr logging (`gguf_mcp.logs`), serve.
 
 Imports the MCP SDK only after the settings are valid, so `--help` and configuration errors
 answer at once instead of after the SDK's one-second import.
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from gguf_mcp import __version__
-from gguf_mcp.config import OPTIONS, Settings, parse_settings
+from gguf_mcp.config import OPTIONS, parse_settings
 from gguf_mcp.errors import ConfigError, redact
+from gguf_mcp.logs import configure_logging
 
 EXIT_CONFIG = 2
 
@@ -38,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             parser.add_argument(o.flag, dest=o.dest, metavar=o.metavar, help=f"{o.help} [env: {o.env}]")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["doctor"],
+        metavar="doctor",
+        help="Instead of serving, check the settings and each deployment with real requests, print one line per "
+        "check, and exit (0: all passed, 1: a check failed, 2: a configuration error).",
+    )
     parser.add_argument("--version", action="version", version=f"gguf-mcp {__version__}")
     parser.add_argument("--api-key", nargs="?", action=_RefuseKeyFlag, help=argparse.SUPPRESS)
     parser.add_argument("--auth-token", nargs="?", action=_RefuseTokenFlag, help=argparse.SUPPRESS)
@@ -68,46 +76,23 @@ class _RefuseTokenFlag(argparse.Action):
         parser.exit(EXIT_CONFIG)
 
 
-class _RedactingFilter(logging.Filter):
-    """Last line of defence: no log record leaves with a secret value in it."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        super().__init__()
-        self._secrets = [s for s in secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message, self._secrets)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        if record.exc_info and record.exc_info[1] is not None:
-            text = logging.Formatter().formatException(record.exc_info)
-            if any(s in text for s in self._secrets):
-                record.exc_info, record.exc_text = None, None
-                record.msg = f"{record.msg} [traceback withheld: it contained a secret]"
-        return True
-
-
-def configure_logging(settings: Settings) -> None:
-    """stderr only (stdout is the stdio transport's wire), quiet by default, secrets redacted."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_RedactingFilter(settings.secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level)
-    # httpx logs every request at INFO; only worth it when debugging.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = parse_settings(vars(args), os.environ)
     except ConfigError as exc:
-        print(f"gguf-mcp: configuration error: {exc}", file=sys.stderr)
+        # The settings never got built, so redact anything in the environment that looks secret
+        # (a key pasted into the wrong variable would otherwise be quoted back).
+        suspects = [v for k, v in os.environ.items() if k.endswith(("_KEY", "_TOKEN", "_SECRET")) and len(v) >= 8]
+        print(f"gguf-mcp: configuration error: {redact(str(exc), suspects)}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings)
+    if args.command == "doctor":
+        from gguf_mcp.doctor import run_doctor  # httpx only: no MCP SDK import
+
+        with contextlib.suppress(KeyboardInterrupt):
+            return run_doctor(settings)
+        return 130
 
     import anyio
 

@@ -235,7 +235,8 @@ def normalize_base_url(raw: str, setting: str) -> str:
     if parts.username or parts.password:
         raise ConfigError(f"{setting}: the URL must not carry credentials; put the key in {DEFAULT_KEY_ENV}.")
     if parts.query or parts.fragment:
-        raise ConfigError(f"{setting}: {raw!r} has a query or fragment; give only the base URL.")
+        # Not quoted: a query string is where people paste keys.
+        raise ConfigError(f"{setting}: the URL has a query or fragment (?... or #...); give only the base URL.")
     try:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:

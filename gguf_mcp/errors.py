@@ -102,6 +102,10 @@ class InvalidResponse(UpstreamError):
     """The deployment answered 2xx with a body that is not the JSON its protocol promises."""
 
 
+class ResponseTooLarge(InvalidResponse):
+    """The answer (or one streamed event) exceeded the size gguf-mcp is willing to read."""
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Replace every occurrence of each secret value in `text` (by value, not by name)."""
     for secret in secrets:
@@ -195,7 +199,10 @@ def error_for_status(
         cls, text = RequestRejected, f"{where} rejected the request (HTTP {status}): {detail}"
     else:
         cls, text = UpstreamServerError, f"{where} failed (HTTP {status}): {detail}"
-    return cls(text, status=status, retry_after=_retry_after(retry_after))
+    wait = _retry_after(retry_after)
+    if wait is not None and cls in (RateLimited, DeploymentNotReady, DeploymentUnreachable):
+        text += f" It asks to wait {wait:g} s before retrying."
+    return cls(text, status=status, retry_after=wait)
 
 
 def error_for_transport(deployment: str, url: str, exc: httpx.TransportError, timeout: float) -> UpstreamError:
@@ -215,9 +222,11 @@ def error_for_transport(deployment: str, url: str, exc: httpx.TransportError, ti
     return ConnectionFailed(f"{where} dropped the connection ({type(exc).__name__}: {exc}). Try again.")
 
 
-def invalid_response(deployment: str, what: str, body: bytes, content_type: str | None) -> InvalidResponse:
+def invalid_response(
+    deployment: str, what: str, body: bytes, content_type: str | None, secrets: Iterable[str]
+) -> InvalidResponse:
     """A 2xx whose body is not what the protocol promises (e.g. an HTML page from a proxy)."""
-    snippet = " ".join(body[:120].decode("utf-8", "replace").split())
+    snippet = redact(" ".join(body[:120].decode("utf-8", "replace").split()), secrets)
     return InvalidResponse(
         f"Deployment {deployment!r} returned {what} (content-type {content_type or 'none'}, "
         f"{len(body)} bytes, starting {snippet!r}). Check that the base URL points at a llama-server "
@@ -240,5 +249,12 @@ def stream_broken(deployment: str, exc: httpx.TransportError | None, timeout: fl
 
 def stream_error(deployment: str, data: dict[str, object], secrets: Iterable[str]) -> UpstreamServerError:
     """An error event inside a stream (e.g. llama-server failing mid-generation)."""
-    detail = redact(upstream_message(json.dumps(data).encode()), secrets)
-    return UpstreamServerError(f"Deployment {deployment!r} failed mid-answer: {detail}")
+    detail = redact(upstream_message(json.dumps(data).encode()), secrets).rstrip(".")
+    return UpstreamServerError(f"Deployment {deployment!r} failed mid-answer: {detail}. Try again.")
+
+
+def too_large(deployment: str, limit: int, what: str) -> ResponseTooLarge:
+    return ResponseTooLarge(
+        f"Deployment {deployment!r} sent {what} larger than {limit // (1024 * 1024) or 1} MiB; gguf-mcp stopped "
+        "reading it. Check that the base URL points at a llama-server, or ask for less (max_tokens, fewer inputs)."
+    )

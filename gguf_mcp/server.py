@@ -1,4 +1,4 @@
-"""The MCP server and its transports: stdio, and Streamable HTTP at /mcp with /healthz.
+"""The MCP server and its transports: stdio here, Streamable HTTP in `gguf_mcp.http`.
 
 Knows nothing about GGUF Cloud beyond handing the tools an `AppState` from its lifespan.
 """
@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from gguf_mcp import __version__
 from gguf_mcp.config import Settings
@@ -24,11 +23,15 @@ INSTRUCTIONS = (
     "deployed; chat (OpenAI style), messages (Anthropic style) and complete (raw text) generate "
     "text; embed returns embedding vectors."
 )
-LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
-def build_server(settings: Settings) -> MCPServer[AppState]:
-    """An MCP server for these settings. Build a new one per transport run (the SDK's rule)."""
+def build_server(
+    settings: Settings, *, token_verifier: TokenVerifier | None = None, auth: AuthSettings | None = None
+) -> MCPServer[AppState]:
+    """An MCP server for these settings. Build a new one per transport run (the SDK's rule).
+
+    `token_verifier` and `auth` (HTTP only, both or neither) make the SDK require a bearer token.
+    """
 
     live: list[AppState] = []  # the lifespan's state, for resources (they get no request context)
 
@@ -41,7 +44,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
             finally:
                 live.clear()
 
-    server: MCPServer[AppState] = MCPServer(
+    return MCPServer(
         "gguf-mcp",
         version=__version__,
         instructions=INSTRUCTIONS,
@@ -49,46 +52,16 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         tools=build_tools(settings),
         resources=build_resources(settings, lambda: live[0]),
         log_level=settings.log_level,  # type: ignore[arg-type]  # validated in config
-    )
-
-    @server.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator,unused-ignore]
-    async def healthz(_: Request) -> Response:
-        # Liveness only: no upstream call, nothing about the configuration.
-        return JSONResponse({"status": "ok"})
-
-    return server
-
-
-def transport_security(settings: Settings) -> TransportSecuritySettings:
-    """Host and Origin checks on every bind address (DNS-rebinding protection)."""
-    hosts = [*LOOPBACK]
-    if settings.host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):  # noqa: S104 - a check, not a bind
-        hosts.append(settings.host)
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{h}:*" for h in hosts] + hosts,
-        allowed_origins=[f"http://{h}:*" for h in hosts],
+        token_verifier=token_verifier,
+        auth=auth,
     )
 
 
 async def serve(settings: Settings) -> None:
     """Run the configured transport until the client goes away or the process is stopped."""
-    server = build_server(settings)
-    if settings.transport == "stdio":
-        await server.run_stdio_async()
+    if settings.transport == "http":
+        from gguf_mcp.http import serve_http
+
+        await serve_http(settings)
         return
-
-    import uvicorn
-
-    app = server.streamable_http_app(
-        streamable_http_path="/mcp", host=settings.host, transport_security=transport_security(settings)
-    )
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        lifespan="on",
-    )
-    await uvicorn.Server(config).serve()
+    await build_server(settings).run_stdio_async()

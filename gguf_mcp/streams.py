@@ -7,7 +7,51 @@ result the same call would have given without streaming. Knows the upstream prot
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
+
+
+class EventTooLarge(Exception):
+    """One server-sent event exceeded the size limit (a broken or hostile upstream)."""
+
+
+async def sse_events(chunks: AsyncIterator[bytes], max_event: int) -> AsyncIterator[tuple[str, str]]:
+    """Parse server-sent events from a byte stream into (event type, data) pairs.
+
+    A few lines of our own rather than a library, because this must refuse an oversized event
+    before buffering it whole. Lines end in LF or CRLF; `data:` lines join with newlines; comments
+    and `id:`/`retry:` are ignored; an event cut off by the end of the stream is dropped, as the
+    SSE specification says.
+    """
+    pending = b""
+    kind, size = "", 0
+    data: list[str] = []
+    async for chunk in chunks:
+        pending += chunk
+        if b"\n" not in chunk:
+            if len(pending) > max_event:
+                raise EventTooLarge
+            continue
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            if not line:
+                if data:
+                    yield kind or "message", "\n".join(data)
+                kind, data, size = "", [], 0
+                continue
+            name, _, value = line.decode("utf-8", "replace").partition(":")
+            if value.startswith(" "):
+                value = value[1:]
+            if name == "data":
+                data.append(value)
+                size += len(value)
+                if size > max_event:
+                    raise EventTooLarge
+            elif name == "event":
+                kind = value
+        if len(pending) > max_event:
+            raise EventTooLarge
 
 
 class ChatStream:

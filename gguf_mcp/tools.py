@@ -49,11 +49,27 @@ Ctx = Context[AppState, Any]
 # Arguments
 
 
-# An OpenAI chat message; extra keys (tool_calls, tool_call_id, name) pass through.
+class ToolCallFunction(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    type: Literal["function"]
+    function: ToolCallFunction
+
+
+# An OpenAI chat message as the caller wrote it; other keys pass through untouched.
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
+    # Typed so that a malformed one is the caller's validation error, not the deployment's 500.
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 # An Anthropic message: a user or assistant turn, text or content blocks.

@@ -17,7 +17,6 @@ from typing import Any
 
 import anyio
 import httpx
-from httpx_sse import EventSource
 
 from gguf_mcp import __version__
 from gguf_mcp.config import Deployment, Settings
@@ -26,9 +25,12 @@ from gguf_mcp.errors import (
     error_for_status,
     error_for_transport,
     invalid_response,
+    redact,
     stream_broken,
     stream_error,
+    too_large,
 )
+from gguf_mcp.streams import EventTooLarge, sse_events
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,11 @@ COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
 MESSAGES = "/v1/messages"
 ANTHROPIC_VERSION = "2023-06-01"
+# Far above any real answer (a context's worth of text, or ~700 embeddings of 4096 floats), far
+# below what would hurt the process: an endless or hostile body is cut off, not buffered.
+MAX_BODY = 32 * 1024 * 1024
+MAX_EVENT = 1024 * 1024
+MAX_ERROR_BODY = 64 * 1024
 USER_AGENT = f"gguf-mcp/{__version__}"
 
 
@@ -61,7 +68,9 @@ class RetryPolicy:
             return None
         wait = random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))  # noqa: S311 - jitter
         if error.retry_after is not None:
-            wait = max(wait, min(error.retry_after, self.max_delay))
+            if error.retry_after > self.max_delay:
+                return None  # asked to wait longer than we would: report it now, with the wait
+            wait = max(wait, error.retry_after)
         if elapsed + wait > self.max_total:
             return None
         return wait
@@ -75,6 +84,7 @@ class UpstreamClient:
         self._timeout = settings.timeout
         self._retry = retry or RetryPolicy(settings.max_retries)
         self._secrets = settings.secrets
+        self._secret_bytes = tuple(secret.encode() for secret in settings.secrets)
         # Built once: the hot path only looks these up.
         self._headers: dict[tuple[str, bool], dict[str, str]] = {}
         for dep in settings.deployments.values():
@@ -84,10 +94,10 @@ class UpstreamClient:
             self._headers[(dep.name, True)] = {"x-api-key": key, **anthropic} if key else anthropic
 
     async def get(self, deployment: Deployment, route: str) -> Any:
-        return self._json(deployment, await self._send(deployment, "GET", route, None, stream=False))
+        return await self._json(deployment, await self._send(deployment, "GET", route, None))
 
     async def post(self, deployment: Deployment, route: str, body: dict[str, Any]) -> Any:
-        return self._json(deployment, await self._send(deployment, "POST", route, body, stream=False))
+        return await self._json(deployment, await self._send(deployment, "POST", route, body))
 
     async def stream(self, dep: Deployment, route: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """POST with `stream: true` and yield each event's JSON until the protocol's final event.
@@ -100,35 +110,37 @@ class UpstreamClient:
         body = {**body, "stream": True}
         if route in (CHAT, COMPLETIONS):
             body["stream_options"] = {"include_usage": True}
-        response = await self._send(dep, "POST", route, body, stream=True)
+        response = await self._send(dep, "POST", route, body)
         final = False
         try:
             content_type = response.headers.get("content-type", "")
             if not content_type.startswith("text/event-stream"):
+                sample = await self._read(dep, response, MAX_ERROR_BODY, truncate=True)
                 raise invalid_response(
-                    dep.name, "a body that is not an event stream", await response.aread(), content_type
+                    dep.name, "a body that is not an event stream", sample, content_type, self._secrets
                 )
-            async for event in EventSource(response).aiter_sse():
+            async for kind, data_text in sse_events(self._capped(dep, response), MAX_EVENT):
                 if final:
                     continue  # read to the end: a fully read response returns its connection to the pool
-                if event.data == "[DONE]":
+                if data_text == "[DONE]":
                     final = True
                     continue
+                if self._secrets and any(secret in data_text for secret in self._secrets):
+                    data_text = redact(data_text, self._secrets)
                 try:
-                    data = json.loads(event.data)
+                    data = json.loads(data_text)
                 except ValueError:
-                    raise invalid_response(
-                        dep.name, "an event that is not JSON", event.data.encode(), content_type
-                    ) from None
+                    data = None
                 if not isinstance(data, dict):
-                    raise invalid_response(
-                        dep.name, "an event that is not a JSON object", event.data.encode(), content_type
-                    )
-                if event.event == "error" or data.get("type") == "error" or ("error" in data and "choices" not in data):
+                    what = "an event that is not JSON" if data is None else "an event that is not a JSON object"
+                    raise invalid_response(dep.name, what, data_text.encode(), content_type, self._secrets)
+                if kind == "error" or data.get("type") == "error" or ("error" in data and "choices" not in data):
                     raise stream_error(dep.name, data, self._secrets)
                 yield data
                 if data.get("type") == "message_stop":
                     final = True
+        except EventTooLarge:
+            raise too_large(dep.name, MAX_EVENT, "one streamed event") from None
         except httpx.TransportError as exc:
             raise stream_broken(dep.name, exc, self._timeout) from None
         finally:
@@ -137,10 +149,8 @@ class UpstreamClient:
         if not final:
             raise stream_broken(dep.name, None, self._timeout)
 
-    async def _send(
-        self, dep: Deployment, method: str, route: str, body: dict[str, Any] | None, *, stream: bool
-    ) -> httpx.Response:
-        """Send until a non-error status or the retry policy gives up; `stream` leaves the body unread."""
+    async def _send(self, dep: Deployment, method: str, route: str, body: dict[str, Any] | None) -> httpx.Response:
+        """Send until a non-error status or the retry policy gives up; the body is left unread."""
         url = dep.base_url + route
         headers = self._headers[(dep.name, route == MESSAGES)]
         content = json.dumps(body).encode() if body is not None else None
@@ -152,12 +162,14 @@ class UpstreamClient:
         while True:
             request = self._http.build_request(method, url, content=content, headers=headers)
             try:
-                response = await self._http.send(request, stream=stream)
+                response = await self._http.send(request, stream=True)
             except httpx.RemoteProtocolError as exc:
-                # llama-server closes a kept-alive connection after 100 requests without saying so;
-                # the pooled client then finds it dead before any response. Resend once, at once.
-                if not resent_stale:
+                # llama-server closes a kept-alive connection after 100 requests without saying so,
+                # and the pooled client finds it dead before any response: resend once, at once.
+                # Only then: a request whose answer had started may have run on the GPU.
+                if not resent_stale and "without sending a response" in str(exc):
                     resent_stale = True
+                    attempt += 1
                     continue
                 error: UpstreamError = error_for_transport(dep.name, dep.base_url, exc, self._timeout)
             except httpx.TransportError as exc:
@@ -166,7 +178,7 @@ class UpstreamClient:
                 if response.status_code < 400:
                     return response
                 try:
-                    body_bytes = await response.aread() if stream else response.content
+                    body_bytes = await self._read(dep, response, MAX_ERROR_BODY, truncate=True)
                 except httpx.TransportError:
                     body_bytes = b""
                 finally:
@@ -189,12 +201,44 @@ class UpstreamClient:
             await anyio.sleep(wait)
             attempt += 1
 
-    def _json(self, dep: Deployment, response: httpx.Response) -> Any:
+    async def _capped(self, dep: Deployment, response: httpx.Response) -> AsyncIterator[bytes]:
+        """The body's chunks, refusing more than MAX_BODY bytes in all (an endless answer)."""
+        total = 0
+        async for chunk in response.aiter_bytes():
+            total += len(chunk)
+            if total > MAX_BODY:
+                raise too_large(dep.name, MAX_BODY, "an answer")
+            yield chunk
+
+    async def _read(self, dep: Deployment, response: httpx.Response, cap: int, *, truncate: bool = False) -> bytes:
+        """The whole body, at most `cap` bytes: past it, cut (error bodies) or refuse (answers)."""
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > cap:
+                if truncate:
+                    break
+                raise too_large(dep.name, cap, "an answer")
+        return b"".join(chunks)[:cap]
+
+    async def _json(self, dep: Deployment, response: httpx.Response) -> Any:
         try:
-            return response.json()
+            content = await self._read(dep, response, MAX_BODY)
+        except httpx.TransportError as exc:
+            raise error_for_transport(dep.name, dep.base_url, exc, self._timeout) from None
+        finally:
+            await response.aclose()
+        # Redact by value before anything reads it: a deployment echoing the key must not hand
+        # it to the agent. A bytes search is cheap enough to do on every answer.
+        if self._secret_bytes and any(secret in content for secret in self._secret_bytes):
+            content = redact(content.decode("utf-8", "replace"), self._secrets).encode()
+        try:
+            return json.loads(content)
         except ValueError:
             raise invalid_response(
-                dep.name, "a body that is not JSON", response.content, response.headers.get("content-type")
+                dep.name, "a body that is not JSON", content, response.headers.get("content-type"), self._secrets
             ) from None
 
 

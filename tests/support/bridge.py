@@ -4,6 +4,10 @@
 `mcp.Client`, over stdio (the client spawns it) or Streamable HTTP (we spawn it on a free port
 and wait for /healthz). The server's stderr goes to a file the test can read, and every tool
 result is kept so tests can check that no secret ever reached the agent.
+
+For HTTP tests that need the process itself (signals, several workers): `serving(argv, ...)`
+with `gguf_mcp_argv` or `uvicorn_workers_argv`, `connect_http(url, token)` for a client that
+sends a bearer token, and `canned_deployments(gateway, path, names)` for named deployments.
 """
 
 from __future__ import annotations
@@ -15,16 +19,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
+
+from tests.support.gateway import ACCOUNT_KEY, Gateway
 
 Transport = Literal["stdio", "http"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,35 +53,114 @@ def base_env() -> dict[str, str]:
     return {k: os.environ[k] for k in keep if k in os.environ} | {"PYTHONPATH": str(ROOT)}
 
 
+@dataclass(frozen=True)
+class ServerProcess:
+    """An HTTP server we started: its process, where it listens, and its stderr."""
+
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    stderr_path: Path
+
+    @property
+    def root(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The MCP endpoint."""
+        return f"{self.root}/mcp"
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+
+def gguf_mcp_argv(port: int, *extra_args: str) -> list[str]:
+    """`gguf-mcp --transport http` on `port`."""
+    return [sys.executable, "-m", "gguf_mcp", "--transport", "http", "--port", str(port), *extra_args]
+
+
+def uvicorn_workers_argv(port: int, workers: int, *extra_args: str) -> list[str]:
+    """The README's multi-worker command: uvicorn's CLI with gguf-mcp's app factory."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "gguf_mcp.http:create_app",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        *extra_args,
+    ]
+
+
 @contextmanager
-def running_http_server(env: dict[str, str], stderr_path: Path, *extra_args: str) -> Iterator[str]:
-    """`gguf-mcp --transport http` on a free loopback port; yields its /mcp URL."""
-    port = free_port()
-    args = [sys.executable, "-m", "gguf_mcp", "--transport", "http", "--port", str(port), *extra_args]
+def serving(
+    argv: list[str], port: int, env: dict[str, str], stderr_path: Path, host: str = "127.0.0.1"
+) -> Iterator[ServerProcess]:
+    """Run `argv` (a server listening on host:port), wait for /healthz, stop it with SIGTERM on exit."""
     with stderr_path.open("ab") as err:
-        process = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+    server = ServerProcess(process, host, port, stderr_path)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         with httpx.Client(timeout=2) as http:
             while True:
                 if process.poll() is not None:
-                    raise RuntimeError(f"gguf-mcp exited with {process.returncode}: {stderr_path.read_text()[-2000:]}")
+                    raise RuntimeError(f"{argv[2]} exited with {process.returncode}: {server.stderr()[-2000:]}")
                 try:
-                    if http.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    if http.get(f"{server.root}/healthz").status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"gguf-mcp did not answer /healthz in {START_TIMEOUT_S} s")
+                    raise RuntimeError(f"{argv[2]} did not answer /healthz in {START_TIMEOUT_S} s")
                 time.sleep(0.05)  # polling a subprocess's port: there is no event to wait on
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield server
     finally:
-        process.send_signal(signal.SIGTERM)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def running_http_server(env: dict[str, str], stderr_path: Path, *extra_args: str) -> Iterator[str]:
+    """`gguf-mcp --transport http` on a free loopback port; yields its /mcp URL."""
+    port = free_port()
+    with serving(gguf_mcp_argv(port, *extra_args), port, env, stderr_path) as server:
+        yield server.url
+
+
+@asynccontextmanager
+async def connect_http(
+    url: str,
+    token: str | None = None,
+    on_response: Callable[[httpx2.Response], Awaitable[None]] | None = None,
+    **client_options: Any,
+) -> AsyncIterator[Client]:
+    """The official client over Streamable HTTP, sending `Authorization: Bearer <token>` if given;
+    `on_response` sees every HTTP response (headers only: the body may still be streaming)."""
+    headers = {"authorization": f"Bearer {token}"} if token is not None else {}
+    hooks = {"response": [on_response]} if on_response is not None else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(120), event_hooks=hooks) as http,
+        Client(streamable_http_client(url, http_client=http), **client_options) as client,
+    ):
+        yield client
+
+
+def canned_deployments(gateway: Gateway, config: Path, names: Sequence[str]) -> dict[str, str]:
+    """Settings for deployments `names`, each a canned gateway deployment of the same id."""
+    for name in names:
+        gateway.add_canned_deployment(name)
+    config.write_text("".join(f'[deployments.{n}]\nbase_url = "{gateway.base_url_for(n)}"\n' for n in names))
+    return {"GGUF_MCP_CONFIG": str(config), "MODELSLAB_API_KEY": ACCOUNT_KEY}
 
 
 class Bridge:

@@ -88,8 +88,8 @@ class LlamaServer:
 
     @property
     def auth_headers(self) -> dict[str, str]:
-        """Headers that authenticate with the server's key."""
-        return {"Authorization": f"Bearer {self.api_key}"}
+        """Headers that authenticate with the server's key (none for a keyless server)."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def slots(self) -> list[dict[str, Any]]:
         """Return the server's slots (``GET /slots``), one dict per parallel request slot."""
@@ -135,12 +135,13 @@ def running_llama_server(
 ) -> Iterator[LlamaServer]:
     """Start llama.cpp's server on a free loopback port, yield it once healthy, then stop it.
 
-    The server has ``api_key``, 4 parallel slots, metrics, no prompt cache (so usage counts
-    are the same on every request) and, with ``embeddings``, ``/v1/embeddings`` with mean
-    pooling. The kind is ``"binary"`` if ``$GGUF_MCP_TEST_LLAMA_SERVER`` is set, else
-    ``"xllamacpp"``. Output overwrites ``log_path`` (default: a temporary file, deleted after
-    a clean exit). Raises :class:`LlamaServerError` with the log's tail if the server does
-    not become healthy within :data:`STARTUP_TIMEOUT_S`, or if it died while in use.
+    The server has ``api_key`` (``""``: none, so any request is accepted; for benchmarks against
+    clients that send no key), 4 parallel slots, metrics, no prompt cache (so usage counts are
+    the same on every request) and, with ``embeddings``, ``/v1/embeddings`` with mean pooling.
+    The kind is ``"binary"`` if ``$GGUF_MCP_TEST_LLAMA_SERVER`` is set, else ``"xllamacpp"``.
+    Output overwrites ``log_path`` (default: a temporary file, deleted after a clean exit).
+    Raises :class:`LlamaServerError` with the log's tail if the server does not become healthy
+    within :data:`STARTUP_TIMEOUT_S`, or if it died while in use.
 
     Must be entered from a thread that outlives the server: on Linux the child is killed when
     the thread that started it exits, so a crashed test run cannot leave it behind.
@@ -153,7 +154,9 @@ def running_llama_server(
         log_path = Path(name)
     # Settings come from argv only: LLAMA_ARG_* variables would silently override them.
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
-    env[_API_KEY_ENV] = api_key
+    env.pop(_API_KEY_ENV, None)
+    if api_key:
+        env[_API_KEY_ENV] = api_key
     # Truncate: a stale "listening on" line from an earlier run would send us to a dead port.
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -262,7 +265,8 @@ def _is_healthy(client: httpx.Client, url: str) -> bool:
 
 def _model_info(url: str, api_key: str, log_path: Path) -> tuple[str, int]:
     """Read the model id and per-slot context size the server reports."""
-    response = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=10.0)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.get(f"{url}/v1/models", headers=headers, timeout=10.0)
     try:
         response.raise_for_status()
         model = response.json()["data"][0]

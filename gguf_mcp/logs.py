@@ -1,0 +1,88 @@
+"""Logging: stderr only, quiet by default, secrets redacted, as text or one JSON object per line.
+
+Stdout is the stdio transport's wire, so nothing logs there. Every record passes the redacting
+filter before any formatter sees it, whichever format is chosen. A request id (set per HTTP
+request by `gguf_mcp.http`) rides along in a context variable and appears in JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from contextvars import ContextVar
+from datetime import datetime, timezone
+
+from gguf_mcp.config import Settings
+from gguf_mcp.errors import redact
+
+request_id: ContextVar[str | None] = ContextVar("gguf_mcp_request_id", default=None)
+"""The id of the HTTP request being served (None outside one); echoed as `X-Request-Id`."""
+
+# uvicorn installs its own handlers on these (its CLI does, and so does `uvicorn.Config` unless
+# told not to); they must go through ours instead, or they would skip redaction and the format.
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
+class RedactingFilter(logging.Filter):
+    """Last line of defence: no log record leaves with a secret value in it."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message, self._secrets)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            if any(s in text for s in self._secrets):
+                record.exc_info, record.exc_text = None, None
+                record.msg = f"{record.msg} [traceback withheld: it contained a secret]"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, pid, request_id, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,  # which worker, when several serve one port
+        }
+        rid = request_id.get()
+        if rid is not None:
+            line["request_id"] = rid
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Route every log record (ours, the SDK's, uvicorn's) through one redacting stderr handler."""
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(settings.secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    debugging = root.level <= logging.DEBUG
+    for name in _UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+    # One line per request (uvicorn's access log, httpx's upstream requests): only when debugging.
+    logging.getLogger("uvicorn.access").setLevel(logging.DEBUG if debugging else logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.DEBUG if debugging else logging.WARNING)

@@ -1,0 +1,243 @@
+"""Streamable HTTP safe to expose: the client token, Host and Origin checks, what is open, limits.
+
+One gguf-mcp with a client token and a reverse proxy's host and origin allowed serves most
+tests; raw httpx requests check statuses and headers, the official client checks real use.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.bridge import (
+    ServerProcess,
+    base_env,
+    canned_deployments,
+    connect_http,
+    free_port,
+    gguf_mcp_argv,
+    serving,
+    uvicorn_workers_argv,
+)
+from tests.support.gateway import ACCOUNT_KEY, Gateway, running_gateway
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "tok-canary-client-5e1d7a90c3b24f68"
+PROXY_HOST = "mcp.example.com"
+APP_ORIGIN = "https://app.example.com"
+USER = [{"role": "user", "content": "Hello there"}]
+INITIALIZE: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
+MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def gateway_module() -> Iterator[Gateway]:
+    with running_gateway() as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
+def secured(gateway_module: Gateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """gguf-mcp on loopback with a client token, behind a 'proxy' at mcp.example.com."""
+    workdir = tmp_path_factory.mktemp("secured")
+    env = base_env() | canned_deployments(gateway_module, workdir / "deployments.toml", ["alpha", "beta"])
+    env |= {"GGUF_MCP_AUTH_TOKEN": TOKEN, "GGUF_MCP_ALLOWED_HOSTS": PROXY_HOST, "GGUF_MCP_ALLOWED_ORIGINS": APP_ORIGIN}
+    port = free_port()
+    with serving(gguf_mcp_argv(port), port, env, workdir / "stderr") as server:
+        yield server
+        assert TOKEN not in server.stderr()
+        assert ACCOUNT_KEY not in server.stderr()
+
+
+def post_initialize(server: ServerProcess, **headers: str) -> httpx.Response:
+    response = httpx.post(server.url, json=INITIALIZE, headers=MCP_HEADERS | headers, timeout=10)
+    for secret in (TOKEN, ACCOUNT_KEY):
+        assert secret not in response.text
+        assert all(secret not in value for value in response.headers.values())
+    return response
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+# --- The client token ------------------------------------------------------------------------------
+
+
+def test_a_request_without_the_token_gets_401_with_a_bearer_challenge(secured: ServerProcess) -> None:
+    response = post_initialize(secured)
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert 'error="invalid_token"' in challenge
+    assert response.json()["error"] == "invalid_token"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer wrong-token", f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Basic {TOKEN}", TOKEN, "Bearer"],
+    ids=["wrong", "longer", "prefix", "basic-scheme", "no-scheme", "scheme-only"],
+)
+def test_any_other_credential_gets_401(secured: ServerProcess, authorization: str) -> None:
+    assert post_initialize(secured, authorization=authorization).status_code == 401
+
+
+def test_the_token_is_accepted_whatever_the_scheme_case(secured: ServerProcess) -> None:
+    assert post_initialize(secured, authorization=f"bearer {TOKEN}").status_code == 200
+
+
+async def test_with_the_token_the_tools_work_and_the_token_never_goes_upstream(
+    secured: ServerProcess, gateway_module: Gateway
+) -> None:
+    gateway_module.clear()
+    async with connect_http(secured.url, TOKEN) as client:
+        results = [
+            await client.call_tool("list_models", {}),
+            await client.call_tool("chat", {"messages": USER, "max_tokens": 2, "deployment": "alpha"}),
+            await client.call_tool("messages", {"messages": USER, "max_tokens": 2, "deployment": "beta"}),
+        ]
+    assert not any(r.is_error for r in results)
+    for result in results:
+        assert ACCOUNT_KEY not in json.dumps(result.model_dump(mode="json"))
+    upstream = gateway_module.requests
+    assert {(r.deployment_id, r.path) for r in upstream} >= {
+        ("alpha", "/v1/chat/completions"),
+        ("beta", "/v1/messages"),
+    }
+    for request in upstream:
+        assert request.auth_via in ("bearer", "x-api-key")  # the deployment key, as configured
+        assert all(TOKEN not in value for value in request.headers.values())
+        assert TOKEN.encode() not in request.body
+
+
+async def test_with_a_wrong_token_the_official_client_gets_nothing_through(
+    secured: ServerProcess, gateway_module: Gateway
+) -> None:
+    gateway_module.clear()
+    with pytest.raises(Exception):  # noqa: B017, PT011 - an ExceptionGroup or an MCPError, by SDK mode
+        async with connect_http(secured.url, "wrong-token") as client:
+            await client.call_tool("chat", {"messages": USER, "max_tokens": 2})
+    assert gateway_module.requests == []
+
+
+# --- Health endpoints ------------------------------------------------------------------------------
+
+
+def test_healthz_and_readyz_answer_without_the_token(secured: ServerProcess) -> None:
+    health = httpx.get(f"{secured.root}/healthz", timeout=10)
+    ready = httpx.get(f"{secured.root}/readyz", timeout=10)
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready", "deployments": {"alpha": "ok", "beta": "ok"}})
+    for response in (health, ready):
+        assert TOKEN not in response.text
+        assert ACCOUNT_KEY not in response.text
+
+
+@pytest.mark.parametrize("host", ["10.1.2.3:8000", "10.1.2.3", "[fd00::7]:8000"])
+def test_health_endpoints_accept_a_probe_addressing_the_server_by_ip(secured: ServerProcess, host: str) -> None:
+    for path in ("/healthz", "/readyz"):
+        assert httpx.get(f"{secured.root}{path}", headers={"host": host}, timeout=10).status_code == 200
+
+
+def test_health_endpoints_refuse_a_foreign_host_name(secured: ServerProcess) -> None:
+    for path in ("/healthz", "/readyz"):
+        response = httpx.get(f"{secured.root}{path}", headers={"host": "rebind.evil.example"}, timeout=10)
+        assert response.status_code == 421
+
+
+# --- Host and Origin -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [None, TOKEN], ids=["anonymous", "with-token"])
+def test_a_foreign_origin_gets_403(secured: ServerProcess, token: str | None) -> None:
+    auth = bearer(token) if token else {}
+    assert post_initialize(secured, origin="https://evil.example", **auth).status_code == 403
+    assert post_initialize(secured, origin="http://localhost.evil.example", **auth).status_code == 403
+
+
+@pytest.mark.parametrize("token", [None, TOKEN], ids=["anonymous", "with-token"])
+def test_a_foreign_host_gets_421(secured: ServerProcess, token: str | None) -> None:
+    auth = bearer(token) if token else {}
+    assert post_initialize(secured, host="evil.example", **auth).status_code == 421
+    assert post_initialize(secured, host=f"{PROXY_HOST}.evil.example", **auth).status_code == 421
+
+
+def test_the_proxy_host_and_origin_are_accepted(secured: ServerProcess) -> None:
+    assert post_initialize(secured, host=PROXY_HOST, origin=APP_ORIGIN, **bearer()).status_code == 200
+    assert post_initialize(secured, host=f"{PROXY_HOST}:443", **bearer()).status_code == 200
+
+
+def test_loopback_origins_are_accepted_and_no_origin_passes(secured: ServerProcess) -> None:
+    assert post_initialize(secured, origin=f"http://127.0.0.1:{secured.port}", **bearer()).status_code == 200
+    assert post_initialize(secured, origin="http://localhost:3000", **bearer()).status_code == 200
+    assert post_initialize(secured, **bearer()).status_code == 200
+
+
+# --- The endpoint's rules and limits -----------------------------------------------------------------
+
+
+def test_get_on_the_mcp_endpoint_is_405_so_no_stream_outlives_its_call(secured: ServerProcess) -> None:
+    response = httpx.get(secured.url, headers={"accept": "text/event-stream"} | bearer(), timeout=10)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST, DELETE"
+
+
+def test_a_body_over_4_mib_gets_413(secured: ServerProcess) -> None:
+    huge: dict[str, Any] = {**INITIALIZE, "params": {**INITIALIZE["params"], "padding": "x" * (4 * 1024 * 1024)}}
+    response = httpx.post(secured.url, json=huge, headers=MCP_HEADERS | bearer(), timeout=30)
+    assert response.status_code == 413
+    just_under: dict[str, Any] = {**INITIALIZE, "params": {**INITIALIZE["params"], "padding": "x" * 1_000_000}}
+    assert httpx.post(secured.url, json=just_under, headers=MCP_HEADERS | bearer(), timeout=30).status_code == 200
+
+
+def test_every_response_carries_a_request_id(secured: ServerProcess) -> None:
+    ids = {post_initialize(secured, **bearer()).headers["x-request-id"] for _ in range(3)}
+    ids.add(httpx.get(f"{secured.root}/healthz", timeout=10).headers["x-request-id"])
+    assert len(ids) == 4
+
+
+# --- A server without a token must not be reachable beyond loopback -------------------------------------
+
+
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this machine other than loopback (no packet is sent), if there is one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.254", 9))  # TEST-NET-1: only selects the outgoing interface
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+def test_without_a_token_a_request_arriving_on_a_non_loopback_address_is_refused(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """Under uvicorn's CLI the app cannot see --host; it refuses what reached it from outside."""
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"])
+    port = free_port()
+    argv = uvicorn_workers_argv(port, 1, "--host", address)
+    with serving(argv, port, env, tmp_path / "stderr", host=address) as server:
+        # A non-browser client can claim any Host; the address the connection reached cannot lie.
+        spoofed = post_initialize(server, host=f"127.0.0.1:{port}")
+        health = httpx.get(f"{server.root}/healthz", timeout=10)
+    assert spoofed.status_code == 403
+    assert "beyond loopback without a token" in spoofed.text
+    assert health.status_code == 200
+    assert "set GGUF_MCP_AUTH_TOKEN" in server.stderr()
+    assert gateway.requests == []
