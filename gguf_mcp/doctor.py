@@ -24,6 +24,7 @@ from gguf_mcp.errors import (
     DeploymentNotReady,
     DeploymentUnreachable,
     InvalidResponse,
+    NotSupported,
     RateLimited,
     UpstreamError,
     UpstreamTimeout,
@@ -150,7 +151,7 @@ async def check_deployment(upstream: UpstreamClient, dep: Deployment, tools: tup
         except AuthenticationFailed as exc:
             rejected = exc
             completions.append(_skip(name, f"{label} not checked: the key was rejected"))
-        except DeploymentNotFound as exc:
+        except (DeploymentNotFound, NotSupported) as exc:
             # The model list answered, so the deployment exists: it is this route that is missing.
             hint = (
                 f" ({MODELS} answered, so this server may not offer {route}: update llama-server, or leave "

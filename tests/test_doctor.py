@@ -204,7 +204,9 @@ def test_a_missing_messages_route_is_blamed_on_the_route_not_the_deployment(open
     assert "ok   default: model old-model listed" in lines(out)
     assert any(line.startswith("ok   default: chat completion answered") for line in lines(out))
     (failure,) = [line for line in lines(out) if line.startswith("FAIL")]
-    assert failure.startswith("FAIL default: messages: Deployment 'default' was not found (HTTP 404: File Not Found)")
+    assert failure.startswith(
+        "FAIL default: messages: Deployment 'default' answered but has no such route (HTTP 404: File Not Found)"
+    )
     assert failure.endswith(
         "(/v1/models answered, so this server may not offer /v1/messages: update llama-server, or leave the "
         "messages tool out with GGUF_MCP_TOOLS.)"
