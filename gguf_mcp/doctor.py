@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import anyio
 
+from gguf_mcp.catalog import parse_models
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.errors import (
     AuthenticationFailed,
@@ -190,23 +191,21 @@ def _key_check(dep: Deployment, answers: list[Check]) -> Check:
 
 
 def _model_check(dep: Deployment, data: Any) -> Check:
-    items = data.get("data") if isinstance(data, dict) else None
-    models = (
-        [m for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)] if isinstance(items, list) else []
-    )
+    try:
+        models = parse_models(dep, data)
+    except InvalidResponse:
+        models, listed = [], False
+    else:
+        listed = True
     if not models:
-        what = "lists no model" if isinstance(items, list) else "is not a model list"
+        what = "lists no model" if listed else "is not a model list"
         return Check(
             "FAIL",
             dep.name,
             f"Deployment {dep.name!r}: GET {MODELS} {what}. Check that the base URL points at a llama-server or "
             "GGUF Cloud deployment with a model loaded.",
         )
-    described = []
-    for model in models:
-        meta = model.get("meta")
-        context = (meta.get("n_ctx") or meta.get("n_ctx_train")) if isinstance(meta, dict) else None
-        described.append((model["id"], f" (context {context})" if isinstance(context, int) else ""))
+    described = [(m.id, f" (context {m.context_size})" if m.context_size else "") for m in models]
     if len(described) == 1:
         return Check("ok", dep.name, "model {} listed{}".format(*described[0]))
     return Check("ok", dep.name, "models {} listed".format(", ".join(i + c for i, c in described)))

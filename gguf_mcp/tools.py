@@ -20,6 +20,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from gguf_mcp.catalog import ModelInfo, parse_models
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.errors import GGUFMCPError, InvalidResponse, NotSupported, UnknownDeployment
 from gguf_mcp.streams import ChatStream, CompletionStream, MessagesStream
@@ -90,14 +91,6 @@ Stop = Annotated[list[str] | str | None, WithJsonSchema({"type": ["array", "stri
 
 # ---------------------------------------------------------------------------------------------
 # Results
-
-
-class ModelInfo(BaseModel):
-    id: str
-    context_size: int | None = None
-    parameters: int | None = None
-    size_bytes: int | None = None
-    meta: JSONObject | None = None
 
 
 class DeploymentModels(BaseModel):
@@ -184,7 +177,7 @@ async def query_models(state: AppState, targets: list[Deployment]) -> list[Deplo
 
     async def query(entry: DeploymentModels, dep: Deployment) -> None:
         try:
-            entry.models = _parse_models(dep, await state.upstream.get(dep, MODELS))
+            entry.models = parse_models(dep, await state.upstream.get(dep, MODELS))
         except GGUFMCPError as exc:
             entry.error = str(exc)
 
@@ -526,32 +519,6 @@ def _usage(model: type[ChatUsage] | type[MessagesUsage] | type[EmbedUsage], data
 def _cut_note(max_tokens: int | None) -> str:
     cap = f"max_tokens={max_tokens}" if max_tokens else "the deployment's token limit"
     return f"\n\n[Output cut off: it reached {cap}. Call again with a larger max_tokens, or ask to continue.]"
-
-
-def _parse_models(dep: Deployment, data: Any) -> list[ModelInfo]:
-    items = data.get("data") if isinstance(data, dict) else None
-    if not isinstance(items, list):
-        raise InvalidResponse(f"Deployment {dep.name!r} sent a /v1/models response without a data list.")
-    models = []
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-            continue
-        meta = item.get("meta") if isinstance(item.get("meta"), dict) else None
-        models.append(
-            ModelInfo(
-                id=item["id"],
-                context_size=_int(meta, "n_ctx") or _int(meta, "n_ctx_train"),
-                parameters=_int(meta, "n_params"),
-                size_bytes=_int(meta, "size"),
-                meta=meta,
-            )
-        )
-    return models
-
-
-def _int(meta: dict[str, Any] | None, key: str) -> int | None:
-    value = meta.get(key) if meta else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _result(text: str, structured: BaseModel, *, is_error: bool = False) -> CallToolResult:
