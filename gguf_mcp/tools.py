@@ -256,18 +256,12 @@ async def chat(
             deployment=dep.name,
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError):
-        raise ToolError(
-            str(InvalidResponse(f"Deployment {dep.name!r} sent a chat response without choices."))
-        ) from None
+        raise _unexpected(dep, "a chat response without choices") from None
     text = result.text
     for call in result.tool_calls or []:
         fn = call.get("function") or {}
         text += f"\n[tool call {call.get('id', '')}: {fn.get('name')}({fn.get('arguments', '')})]"
-    if partial:
-        text += _deadline_note(partial)
-    elif result.finish_reason == "length":
-        text += _cut_note(max_tokens)
-    return _result(text, result)
+    return _finish(text, result, partial, result.finish_reason == "length", max_tokens)
 
 
 async def messages(
@@ -319,18 +313,12 @@ async def messages(
             deployment=dep.name,
         )
     except (KeyError, TypeError, AttributeError, ValueError):
-        raise ToolError(
-            str(InvalidResponse(f"Deployment {dep.name!r} sent a messages response without content."))
-        ) from None
+        raise _unexpected(dep, "a messages response without content") from None
     text = result.text
     for block in result.content:
         if block.get("type") == "tool_use":
             text += f"\n[tool_use {block.get('id', '')}: {block.get('name')}({json.dumps(block.get('input'))})]"
-    if partial:
-        text += _deadline_note(partial)
-    elif result.stop_reason == "max_tokens":
-        text += _cut_note(max_tokens)
-    return _result(text, result)
+    return _finish(text, result, partial, result.stop_reason == "max_tokens", max_tokens)
 
 
 async def complete(
@@ -360,15 +348,9 @@ async def complete(
             deployment=dep.name,
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError):
-        raise ToolError(
-            str(InvalidResponse(f"Deployment {dep.name!r} sent a completion response without choices."))
-        ) from None
+        raise _unexpected(dep, "a completion response without choices") from None
     text = result.text
-    if partial:
-        text += _deadline_note(partial)
-    elif result.finish_reason == "length":
-        text += _cut_note(max_tokens)
-    return _result(text, result)
+    return _finish(text, result, partial, result.finish_reason == "length", max_tokens)
 
 
 async def embed(
@@ -401,9 +383,7 @@ async def embed(
             deployment=dep.name,
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError):
-        raise ToolError(
-            str(InvalidResponse(f"Deployment {dep.name!r} sent an embeddings response without float vectors."))
-        ) from None
+        raise _unexpected(dep, "an embeddings response without float vectors") from None
     first = ", ".join(f"{x:.4f}" for x in vectors[0].embedding[:4]) if vectors else ""
     text = (
         f"{len(vectors)} embedding(s) of {result.dimensions} dimensions from {dep.name!r} "
@@ -500,6 +480,28 @@ async def _generate(
             )
         return stream.response("deadline"), deadline
     return stream.response(), None
+
+
+def _unexpected(dep: Deployment, what: str) -> ToolError:
+    return ToolError(
+        str(
+            InvalidResponse(
+                f"Deployment {dep.name!r} sent {what}. Check that the base URL points at a llama-server or GGUF "
+                "Cloud deployment."
+            )
+        )
+    )
+
+
+def _finish(
+    text: str, result: BaseModel, partial: float | None, cut_by_max_tokens: bool, max_tokens: int | None
+) -> CallToolResult:
+    """The result, its text saying when the output is incomplete (deadline) or cut (token limit)."""
+    if partial:
+        text += _deadline_note(partial)
+    elif cut_by_max_tokens:
+        text += _cut_note(max_tokens)
+    return _result(text, result)
 
 
 def _deadline_note(deadline: float) -> str:
