@@ -5,7 +5,7 @@ headers, the body serialised once with `json.dumps`, the answer parsed with `jso
 
 - `httpx`: `httpx.AsyncClient` with gguf-mcp's timeouts and limits (what ships today);
 - `httpx-aiohttp`: the same httpx API on `httpx_aiohttp.AiohttpTransport` (`HttpxAiohttpClient`),
-  so `upstream.py` and httpx-sse's `EventSource` stay as they are;
+  so `upstream.py` and its SSE parser (`gguf_mcp.streams.sse_events`) stay as they are;
 - `httpcore`: httpx's own transport layer (`httpcore.AsyncConnectionPool`) used directly, without
   httpx's request/response models; streams parsed line by line; no new dependency;
 - `aiohttp`: a plain `aiohttp.ClientSession`; streams parsed line by line (`data: ...`);
@@ -45,7 +45,8 @@ import aiohttp
 import httpcore
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
-from httpx_sse import EventSource
+
+from gguf_mcp.streams import sse_events
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -85,13 +86,13 @@ def _httpx_requests(http: httpx.AsyncClient, url: str) -> tuple[Request, Request
         events, done = 0, False
         try:
             response.raise_for_status()
-            async for event in EventSource(response).aiter_sse():
+            async for _, data in sse_events(response.aiter_bytes(), 1 << 20):
                 if done:
                     continue
-                if event.data == "[DONE]":
+                if data == "[DONE]":
                     done = True
                     continue
-                json.loads(event.data)
+                json.loads(data)
                 events += 1
         finally:
             await response.aclose()

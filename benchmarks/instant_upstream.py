@@ -10,7 +10,8 @@ Prints `LISTENING <port>` once ready. Keep-alive HTTP/1.1, fixed bodies, no vali
   it. The benchmarks read it before and after a block of calls to count the connections a
   system opened (a pooled client opens one and keeps it).
 - `--close-after N` closes each connection, without a `Connection: close` header, right after
-  its N-th answer, which is what llama-server does to kept-alive connections (N=100).
+  its N-th answer. llama-server closes a kept-alive connection after 100 requests (announcing
+  it on a plain answer) and after every streamed answer (without announcing it).
 
     python benchmarks/instant_upstream.py [--close-after 100]
 """

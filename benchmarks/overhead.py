@@ -22,19 +22,28 @@ sends no key:
   connections opened during the timed rounds is reported (a healthy pool opens one);
 - `llama`: llama.cpp's server (xllamacpp) with the tiny test model, one thread.
 
-Phases: single-session latency (rounds x calls, interleaved), throughput (`--sessions` concurrent
+Phases: single-session latency (rounds x calls, interleaved; with the server process's CPU per
+call from /proc and this process's, i.e. the client's), throughput (`--sessions` concurrent
 sessions x `--session-calls` calls each: one stdio server process per session, one HTTP server
 for all its sessions), idle VmRSS of the server processes after warm-up, cold start (spawn ->
-initialize + tools/list), tools/list size, and a pool check: gguf-mcp through a TCP proxy that
-counts connections to llama.cpp's server, which closes a kept-alive connection after 100
-requests, with every 5th call streamed.
+initialize + tools/list, and VmRSS right then), tools/list size, and a pool check: each system
+through a TCP relay that counts its connections, to the instant upstream closing connections
+after 100 answers without saying so and to llama.cpp's server (which closes one after 100
+requests and after every streamed answer), gguf-mcp streaming every 5th call.
+
+`--variants V [V1,V2 ...]` adds gguf-mcp (and for `fast_stdio` the bare server) with proposals
+from `benchmarks/proposals` installed by `benchmarks/variant_server.py`, measured in the same
+rounds: `upstream_aiohttp` (the upstream client on aiohttp), `fast_stdio` (stdio without a
+thread per line), `tls_when_needed` (no CA bundle for plain-HTTP deployments).
 
     .venv/bin/python benchmarks/overhead.py [--rounds 10] [--calls 40] [--upstream instant llama]
+    .venv/bin/python benchmarks/overhead.py --variants upstream_aiohttp fast_stdio upstream_aiohttp,fast_stdio
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -46,6 +55,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -387,16 +397,24 @@ async def cold_start(runs: int, peer: Peer | None, variants: list[str]) -> dict[
     if peer is not None:
         targets["peer"] = peer_params(peer, "http://127.0.0.1:9")
     times: dict[str, list[float]] = {name: [] for name in targets}
+    rss: dict[str, list[float]] = {name: [] for name in targets}
     sizes: dict[str, tuple[int, int]] = {}
     for _ in range(runs):
         for name, params in targets.items():
+            before = children()
             started = time.perf_counter()
             async with Client(params, mode="legacy") as client:
                 listed = await client.list_tools()
                 times[name].append((time.perf_counter() - started) * 1000)
+                rss[name] += [rss_mib(pid) for pid in children() - before]
             tools = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed.tools]
             sizes[name] = (len(tools), len(json.dumps(tools, separators=(",", ":"))))
-    return {"ms": {name: statistics.median(t) for name, t in times.items()}, "all_ms": times, "tools": sizes}
+    return {
+        "ms": {name: statistics.median(t) for name, t in times.items()},
+        "all_ms": times,
+        "rss": {name: statistics.median(r) for name, r in rss.items() if r},
+        "tools": sizes,
+    }
 
 
 @asynccontextmanager
@@ -548,14 +566,19 @@ def throughput_lines(results: dict[str, dict[str, Any]], sessions: int, calls: i
 
 def footprint_lines(results: dict[str, dict[str, Any]], starts: dict[str, Any]) -> list[str]:
     ms, tools = starts.get("ms", {}), starts.get("tools", {})
+    started_rss = starts.get("rss", {})
     lines = [
-        "| server | cold start, median (spawn to initialize + tools/list) | / bare | tools/list |",
-        "|---|---|---|---|",
+        "| server | cold start, median (spawn to initialize + tools/list) | / bare | VmRSS just started "
+        "| - bare | tools/list |",
+        "|---|---|---|---|---|---|",
     ]
     for kind, value in ms.items():
         ratio = f"{value / ms['bare']:.2f}x" if "bare" in ms else "-"
         count, size = tools[kind]
-        lines.append(f"| {kind} | {value:.0f} ms | {ratio} | {size:,} chars ({count} tools) |")
+        mib = started_rss.get(kind)
+        delta = f"{mib - started_rss['bare']:+.1f} MiB" if mib is not None and "bare" in started_rss else "-"
+        shown = f"{mib:.1f} MiB" if mib is not None else "-"
+        lines.append(f"| {kind} | {value:.0f} ms | {ratio} | {shown} | {delta} | {size:,} chars ({count} tools) |")
     lines += [
         "",
         "| server process | idle VmRSS after warm-up (median over processes) | after the run | - bare (warm) |",
@@ -680,12 +703,15 @@ async def main() -> None:
                     results[upstream] = await measure(llama.url, names, peer, options, workdir)
                     if options.pool_calls:
                         pools["llama"] = await pool_check(llama.url, pool_names, peer, options.pool_calls, workdir)
-        starts = await cold_start(options.cold_starts, peer, options.variants) if options.cold_starts else {}
+        start_variants = list(dict.fromkeys([*options.variants, "tls_when_needed"]))
+        starts = await cold_start(options.cold_starts, peer, start_variants) if options.cold_starts else {}
 
+    code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((ROOT / "gguf_mcp").glob("*.py")))).hexdigest()
     out = [
-        f"gguf-mcp performance, {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, client mode {options.mode}; {options.rounds} rounds x "
-        f"{options.calls} calls, interleaved" + (f"; peer llama-mcp-server {peer.versions}" if peer else ""),
+        f"gguf-mcp performance, {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, mcp {version('mcp')}, httpx {version('httpx')}, "
+        f"client mode {options.mode}; {options.rounds} rounds x {options.calls} calls, interleaved; "
+        f"gguf_mcp/*.py sha256 {code[:12]}" + (f"; peer llama-mcp-server {peer.versions}" if peer else ""),
         "",
         *readme_table(results, starts, options.sessions, options.session_calls),
     ]

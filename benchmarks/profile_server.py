@@ -38,8 +38,16 @@ from mcp.client.stdio import stdio_client
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.overhead import ARGS, bare_params, children, gguf_env, gguf_params, instant_upstream  # noqa: E402
-from tests.support.bridge import free_port, gguf_mcp_argv, serving  # noqa: E402
+from benchmarks.overhead import (  # noqa: E402
+    ARGS,
+    bare_params,
+    children,
+    gguf_argv,
+    gguf_env,
+    gguf_params,
+    instant_upstream,
+)
+from tests.support.bridge import free_port, serving  # noqa: E402
 from tests.support.llama import running_llama_server  # noqa: E402
 from tests.support.tiny_model import write_tiny_model  # noqa: E402
 
@@ -49,7 +57,7 @@ STDLIB = re.compile(r"/lib/python3\.\d+/([A-Za-z0-9_]+)")
 IDLE = re.compile(r"^(Condition\.wait|EpollSelector\.select|WorkerThread\.run|Queue\.get) ")
 # Exclusive stages: a sample goes to the first whose regex matches any frame on its stack.
 STAGES = {
-    "upstream HTTP client (httpx, httpcore, h11, httpx-sse)": r"/(httpx|httpcore|httpx_sse)/",
+    "upstream HTTP client (httpx/httpcore/h11, or aiohttp)": r"/(httpx|httpcore|httpx_sse|aiohttp|yarl|multidict)/",
     "gguf-mcp's own code (tools, upstream, with the pydantic/json it calls)": r"/gguf_mcp/(tools|upstream|streams)\.py",
     "SDK: argument validation (FuncMetadata)": r"FuncMetadata\.(validate_arguments|pre_parse_json)|"
     r"model_dump_one_level",
@@ -152,6 +160,7 @@ async def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--raw", type=Path, help="keep py-spy's raw stacks here")
     parser.add_argument("--mode", default="legacy")
+    parser.add_argument("--variant", help="proposals to install (see benchmarks/variant_server.py), e.g. fast_stdio")
     options = parser.parse_args()
     if not PY_SPY.exists():
         parser.error(f"{PY_SPY} is missing: .venv/bin/pip install py-spy")
@@ -160,7 +169,8 @@ async def main() -> None:
         async with AsyncExitStack() as stack:
             stacks, seconds, cpu_ms = await profile(options, Path(tmp), stack)
     print(
-        f"py-spy profile of {options.server} over {options.transport}, {options.upstream} upstream, "
+        f"py-spy profile of {options.server}{'+' + options.variant if options.variant else ''} over "
+        f"{options.transport}, {options.upstream} upstream, "
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores: {options.calls} calls in {seconds:.1f} s "
         f"({seconds / options.calls * 1000:.2f} ms per call, profiler attached)\n"
     )
@@ -172,7 +182,7 @@ async def profile(
 ) -> tuple[list[tuple[list[str], int]], float, float]:
     url = stack.enter_context(upstream_url(options.upstream, workdir))
     if options.transport == "stdio":
-        params = gguf_params(url) if options.server == "gguf" else bare_params()
+        params = gguf_params(url, options.variant) if options.server == "gguf" else bare_params(options.variant)
         before = children()
         client = await stack.enter_async_context(Client(stdio_client(params), mode=options.mode))
         [pid] = children() - before
@@ -180,7 +190,8 @@ async def profile(
         if options.server != "gguf":
             raise SystemExit("--transport http profiles gguf-mcp only")
         port = free_port()
-        server = stack.enter_context(serving(gguf_mcp_argv(port), port, gguf_env(url), workdir / "http.stderr"))
+        argv = [*gguf_argv(options.variant), "--transport", "http", "--port", str(port)]
+        server = stack.enter_context(serving(argv, port, gguf_env(url), workdir / "http.stderr"))
         client = await stack.enter_async_context(Client(server.url, mode=options.mode))
         pid = server.process.pid
     for _ in range(50):

@@ -27,6 +27,12 @@ REPLACEMENTS = {"upstream_aiohttp": "gguf_mcp.upstream"}
 
 def install(variant: str) -> None:
     if variant in REPLACEMENTS:
+        # Derived from the current gguf_mcp/upstream.py each time, never kept: a stale copy would
+        # measure old code.
+        from benchmarks.proposals import make_upstream_aiohttp
+
+        if make_upstream_aiohttp.main() != 0:
+            raise SystemExit(f"{variant}: the proposal no longer applies to gguf_mcp/upstream.py")
         name = REPLACEMENTS[variant]
         spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "proposals" / f"{variant}.py")
         assert spec is not None and spec.loader is not None
