@@ -130,10 +130,13 @@ class UpstreamClient:
                 try:
                     data = json.loads(data_text)
                 except ValueError:
-                    data = None
+                    raise invalid_response(
+                        dep.name, "an event that is not JSON", data_text.encode(), content_type, self._secrets
+                    ) from None
                 if not isinstance(data, dict):
-                    what = "an event that is not JSON" if data is None else "an event that is not a JSON object"
-                    raise invalid_response(dep.name, what, data_text.encode(), content_type, self._secrets)
+                    raise invalid_response(
+                        dep.name, "an event that is not a JSON object", data_text.encode(), content_type, self._secrets
+                    )
                 if kind == "error" or data.get("type") == "error" or ("error" in data and "choices" not in data):
                     raise stream_error(dep.name, data, self._secrets)
                 yield data
