@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging(settings)
     if args.command == "doctor":
-        from gguf_mcp.doctor import run_doctor  # httpx only: no MCP SDK import
+        from gguf_mcp.doctor import run_doctor  # no MCP SDK import
 
         with contextlib.suppress(KeyboardInterrupt):
             return run_doctor(settings)

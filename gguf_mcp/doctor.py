@@ -4,7 +4,7 @@ Each deployment gets the requests the tools make, through the same `UpstreamClie
 auth headers, routes and retries are the server's own): `GET /v1/models`, then a one-token
 `POST /v1/chat/completions` and `POST /v1/messages`. Failures print the text of the error
 gguf-mcp would report to an agent, which already says what to do. Deployments are checked
-concurrently and printed in configuration order. Needs only httpx: no MCP SDK import.
+concurrently and printed in configuration order. Imports no MCP SDK: it starts fast.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from gguf_mcp.catalog import parse_models
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.errors import (
     AuthenticationFailed,
+    CertificateRejected,
     ConnectionFailed,
     DeploymentNotFound,
     DeploymentNotReady,
@@ -43,9 +44,17 @@ ROUTES = (("chat completion", CHAT, "chat"), ("messages", MESSAGES, "messages"))
 """What a one-token request is sent to: label, route, and the tool that uses the route."""
 
 # Failures after which the deployment's other routes cannot answer either.
-_UNREACHABLE = (ConnectionFailed, UpstreamTimeout, DeploymentNotReady, DeploymentUnreachable, RateLimited)
+_UNREACHABLE = (
+    ConnectionFailed,
+    CertificateRejected,
+    UpstreamTimeout,
+    DeploymentNotReady,
+    DeploymentUnreachable,
+    RateLimited,
+)
 _LABELS: dict[type[UpstreamError], str] = {
     ConnectionFailed: "not reachable",
+    CertificateRejected: "certificate rejected",
     UpstreamTimeout: "no answer",
     DeploymentNotReady: "not ready",
     DeploymentUnreachable: "not answering",

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Literal
 
-import httpx
+TransportFailure = Literal["connect timeout", "connect", "certificate", "read timeout", "dropped"]
+"""How a request failed without a usable response (the HTTP client's exception, classified)."""
 
 _SNIPPET = 300
 
@@ -92,6 +94,10 @@ class ConnectionFailed(UpstreamError):
     """The deployment could not be reached at all (refused, DNS, TLS, reset before a response)."""
 
     retryable = True
+
+
+class CertificateRejected(UpstreamError):
+    """The deployment's TLS certificate did not verify: waiting will not change that."""
 
 
 class StreamInterrupted(UpstreamError):
@@ -205,21 +211,28 @@ def error_for_status(
     return cls(text, status=status, retry_after=wait)
 
 
-def error_for_transport(deployment: str, url: str, exc: httpx.TransportError, timeout: float) -> UpstreamError:
-    """Map an httpx transport failure (no usable response) to the error the agent reads."""
+def error_for_transport(
+    deployment: str, url: str, failure: TransportFailure, detail: str, timeout: float
+) -> UpstreamError:
+    """Map a transport failure (no usable response) to the error the agent reads."""
     where = f"Deployment {deployment!r} ({url})"
-    if isinstance(exc, httpx.ConnectTimeout):
+    if failure == "connect timeout":
         return ConnectionFailed(f"{where} could not be reached: connection timed out. Check the URL and network.")
-    if isinstance(exc, httpx.TimeoutException):
+    if failure == "read timeout":
         return UpstreamTimeout(
             f"{where} sent nothing for {timeout:g} s (read time-out). Raise GGUF_MCP_TIMEOUT for long "
             "generations, or lower max_tokens."
         )
-    if isinstance(exc, httpx.ConnectError):
-        return ConnectionFailed(
-            f"{where} could not be reached ({type(exc).__name__}: {exc}). Check the URL and that the server is running."
+    if failure == "certificate":
+        return CertificateRejected(
+            f"{where} presented a TLS certificate that did not verify ({detail}). If it is signed by a private "
+            "CA, set SSL_CERT_FILE to that CA's bundle (PEM)."
         )
-    return ConnectionFailed(f"{where} dropped the connection ({type(exc).__name__}: {exc}). Try again.")
+    if failure == "connect":
+        return ConnectionFailed(
+            f"{where} could not be reached ({detail}). Check the URL and that the server is running."
+        )
+    return ConnectionFailed(f"{where} dropped the connection ({detail}). Try again.")
 
 
 def invalid_response(
@@ -234,16 +247,16 @@ def invalid_response(
     )
 
 
-def stream_broken(deployment: str, exc: httpx.TransportError | None, timeout: float) -> StreamInterrupted:
+def stream_broken(deployment: str, failure: TransportFailure | None, detail: str, timeout: float) -> StreamInterrupted:
     """A stream that stalled past the read time-out, broke, or ended without its final event."""
     where = f"The answer from deployment {deployment!r}"
-    if isinstance(exc, httpx.TimeoutException):
+    if failure == "read timeout":
         return StreamInterrupted(
             f"{where} stalled: nothing arrived for {timeout:g} s (read time-out). Raise GGUF_MCP_TIMEOUT if "
             "the model is slow, or try again."
         )
-    if exc is not None:
-        return StreamInterrupted(f"{where} broke off mid-stream ({type(exc).__name__}). Try again.")
+    if failure is not None:
+        return StreamInterrupted(f"{where} broke off mid-stream ({detail.split(':')[0]}). Try again.")
     return StreamInterrupted(f"{where} ended before its final event (the connection closed early). Try again.")
 
 

@@ -50,6 +50,7 @@ from uvicorn.config import STARTUP_FAILURE
 from gguf_mcp.config import LOOPBACK_HOSTS, Deployment, Settings, parse_settings
 from gguf_mcp.errors import (
     AuthenticationFailed,
+    CertificateRejected,
     ConfigError,
     ConnectionFailed,
     DeploymentNotFound,
@@ -225,6 +226,7 @@ def _category(error: UpstreamError) -> str:
         ((DeploymentNotReady, DeploymentUnreachable), "not ready"),
         (RateLimited, "rate limited"),
         (ConnectionFailed, "unreachable"),
+        (CertificateRejected, "certificate rejected"),
         (UpstreamTimeout, "timed out"),
         (InvalidResponse, "invalid response"),
     )

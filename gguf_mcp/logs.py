@@ -83,6 +83,5 @@ def configure_logging(settings: Settings) -> None:
         logger.handlers.clear()
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
-    # One line per request (uvicorn's access log, httpx's upstream requests): only when debugging.
+    # One line per request (uvicorn's access log): only when debugging.
     logging.getLogger("uvicorn.access").setLevel(logging.DEBUG if debugging else logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.DEBUG if debugging else logging.WARNING)

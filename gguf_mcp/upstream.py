@@ -1,26 +1,38 @@
 """HTTP to the deployments: one pooled client, the right auth per protocol, one retry policy.
 
+The client is aiohttp, chosen by measurement (benchmarks/http_clients.py): a request costs a
+third of httpx's CPU, which is most of what a bridge adds to a call. Its import (~90 ms, 9 MiB)
+runs on a worker thread started with the server, so the first answer to the agent does not
+wait for it; the first upstream request does, if it comes that early.
+
 Knows nothing about MCP. Every request goes to a configured deployment's root plus one of the
 fixed routes below, so no tool argument can steer a request anywhere else.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import os
 import random
+import ssl
+import threading
 import time
+import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import anyio
-import httpx
 
 from gguf_mcp import __version__
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.errors import (
+    ConfigError,
+    TransportFailure,
     UpstreamError,
     error_for_status,
     error_for_transport,
@@ -31,6 +43,9 @@ from gguf_mcp.errors import (
     too_large,
 )
 from gguf_mcp.streams import EventTooLarge, sse_events
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +91,130 @@ class RetryPolicy:
         return wait
 
 
+_loading: threading.Thread | None = None
+
+
+def start_loading() -> None:
+    """Import aiohttp on a worker thread, once per process (see the module docstring)."""
+    global _loading
+    if _loading is None:
+        _loading = threading.Thread(target=importlib.import_module, args=("aiohttp",), name="gguf-mcp-import")
+        _loading.start()
+
+
+async def _aiohttp() -> Any:
+    """The aiohttp module, waiting for the worker thread's import if it is still running."""
+    if _loading is not None and _loading.is_alive():
+        await anyio.to_thread.run_sync(_loading.join)
+    return importlib.import_module("aiohttp")  # a dict lookup once imported; re-raises a failed import
+
+
+def _failure(exc: BaseException) -> tuple[TransportFailure, str]:
+    """What kind of transport failure an aiohttp exception is, and its text for the agent."""
+    import aiohttp
+
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "connect timeout", detail
+    if isinstance(exc, TimeoutError):  # SocketTimeoutError: nothing read for `sock_read` seconds
+        return "read timeout", detail
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "certificate", detail
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connect", detail
+    return "dropped", detail
+
+
+def _stale(exc: BaseException) -> bool:
+    """A kept-alive connection the server had closed, found while sending: no answer was started.
+
+    llama-server closes one after a streamed answer and after 100 requests without saying so;
+    aiohttp does not probe a pooled connection before reusing it, so the next request fails at
+    once with ServerDisconnectedError or, mid-write, ClientOSError.
+    """
+    import aiohttp
+
+    return isinstance(exc, aiohttp.ServerDisconnectedError) or (
+        isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError)
+    )
+
+
+def _proxy(url: str) -> str | None:
+    """The proxy for `url`: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY (or the system settings).
+
+    Resolved once per deployment: aiohttp's own `trust_env` would also look up ~/.netrc on a
+    worker thread for every request.
+    """
+    parts = urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and urlsplit(proxy).scheme not in ("http", "https"):
+        raise ConfigError(
+            f"The proxy set for {parts.scheme} in the environment uses {urlsplit(proxy).scheme}://, which gguf-mcp "
+            "does not support. Use an http:// or https:// proxy, or add the deployment's host to NO_PROXY."
+        )
+    return proxy or None
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Verifying TLS with SSL_CERT_FILE / SSL_CERT_DIR when set, else certifi's CA bundle, as httpx
+    does: the system store is empty on some machines (python.org builds on macOS, slim images)."""
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if not (cafile or capath):
+        import certifi
+
+        cafile = certifi.where()
+    return ssl.create_default_context(cafile=cafile, capath=capath)
+
+
 class UpstreamClient:
     """Sends requests to deployments and returns their parsed JSON, or raises `UpstreamError`."""
 
-    def __init__(self, http: httpx.AsyncClient, settings: Settings, retry: RetryPolicy | None = None) -> None:
-        self._http = http
+    def __init__(self, settings: Settings, retry: RetryPolicy | None = None) -> None:
+        self._settings = settings
         self._timeout = settings.timeout
         self._retry = retry or RetryPolicy(settings.max_retries)
         self._secrets = settings.secrets
         self._secret_bytes = tuple(secret.encode() for secret in settings.secrets)
+        self._http: aiohttp.ClientSession | None = None
+        self._errors: tuple[type[BaseException], ...] = ()  # what aiohttp raises, once it is loaded
         # Built once: the hot path only looks these up.
+        self._proxies: dict[str, str | ConfigError | None] = {}
+        for dep in settings.deployments.values():
+            try:
+                self._proxies[dep.name] = _proxy(dep.base_url)
+            except ConfigError as exc:  # reported on every call to this deployment, and by doctor
+                self._proxies[dep.name] = exc
         self._headers: dict[tuple[str, bool], dict[str, str]] = {}
         for dep in settings.deployments.values():
             key = dep.api_key.get_secret_value() if dep.api_key else None
             self._headers[(dep.name, False)] = {"authorization": f"Bearer {key}"} if key else {}
             anthropic = {"anthropic-version": ANTHROPIC_VERSION}
             self._headers[(dep.name, True)] = {"x-api-key": key, **anthropic} if key else anthropic
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            aiohttp = await _aiohttp()
+            if self._http is None:  # another first call may have opened it meanwhile
+                # connect: waiting for a pooled connection plus connecting; sock_read: the read
+                # time-out. There is no write time-out; a request body is one JSON document.
+                timeout = aiohttp.ClientTimeout(
+                    total=None, connect=30.0, sock_connect=10.0, sock_read=self._settings.timeout
+                )
+                tls = any(d.base_url.startswith("https:") for d in self._settings.deployments.values())
+                connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=30.0, ssl=_tls_context() if tls else True)
+                self._errors = (aiohttp.ClientError, TimeoutError)
+                self._http = aiohttp.ClientSession(
+                    connector=connector, timeout=timeout, headers={"user-agent": USER_AGENT}
+                )
+        return self._http
 
     async def get(self, deployment: Deployment, route: str) -> Any:
         return await self._json(deployment, await self._send(deployment, "GET", route, None))
@@ -104,8 +227,8 @@ class UpstreamClient:
 
         Retries happen only before the answer starts (never once tokens are flowing). A stream
         that breaks, stalls past the read time-out or ends without `[DONE]`/`message_stop`
-        raises; closing the generator (caller cancelled, deadline) closes the upstream request,
-        which is what makes llama-server stop generating.
+        raises; closing the generator (caller cancelled, deadline) closes the upstream
+        connection, which is what makes llama-server stop generating.
         """
         body = {**body, "stream": True}
         if route in (CHAT, COMPLETIONS):
@@ -144,17 +267,27 @@ class UpstreamClient:
                     final = True
         except EventTooLarge:
             raise too_large(dep.name, MAX_EVENT, "one streamed event") from None
-        except httpx.TransportError as exc:
-            raise stream_broken(dep.name, exc, self._timeout) from None
+        except self._errors as exc:
+            raise stream_broken(dep.name, *_failure(exc), self._timeout) from None
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            # Read to the end: back to the pool. Cut short (cancelled, deadline, error): closing
+            # the connection is what makes llama-server stop generating.
+            if final:
+                response.release()
+            else:
+                response.close()
         if not final:
-            raise stream_broken(dep.name, None, self._timeout)
+            raise stream_broken(dep.name, None, "", self._timeout)
 
-    async def _send(self, dep: Deployment, method: str, route: str, body: dict[str, Any] | None) -> httpx.Response:
+    async def _send(
+        self, dep: Deployment, method: str, route: str, body: dict[str, Any] | None
+    ) -> aiohttp.ClientResponse:
         """Send until a non-error status or the retry policy gives up; the body is left unread."""
+        http = await self._session()
         url = dep.base_url + route
+        proxy = self._proxies[dep.name]
+        if isinstance(proxy, ConfigError):
+            raise ConfigError(str(proxy))
         headers = self._headers[(dep.name, route == MESSAGES)]
         content = json.dumps(body).encode() if body is not None else None
         if content is not None:
@@ -163,33 +296,39 @@ class UpstreamClient:
         attempt = 0
         resent_stale = False
         while True:
-            request = self._http.build_request(method, url, content=content, headers=headers)
             try:
-                response = await self._http.send(request, stream=True)
-            except httpx.RemoteProtocolError as exc:
-                # llama-server closes a kept-alive connection after 100 requests without saying so,
-                # and the pooled client finds it dead before any response: resend once, at once.
-                # Only then: a request whose answer had started may have run on the GPU.
-                if not resent_stale and "without sending a response" in str(exc):
+                response = await http.request(method, url, data=content, headers=headers, proxy=proxy)
+            except self._errors as exc:
+                # llama-server closes kept-alive connections without saying so, found dead while
+                # sending: resend once, at once. Only then: a request whose answer had started
+                # may have run on the GPU.
+                if not resent_stale and _stale(exc):
                     resent_stale = True
                     attempt += 1
                     continue
-                error: UpstreamError = error_for_transport(dep.name, dep.base_url, exc, self._timeout)
-            except httpx.TransportError as exc:
-                error = error_for_transport(dep.name, dep.base_url, exc, self._timeout)
+                error: UpstreamError = error_for_transport(dep.name, dep.base_url, *_failure(exc), self._timeout)
             else:
-                if response.status_code < 400:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(  # the logging filter redacts secrets, even a key a proxy echoes back
+                        "%s %s on %r: HTTP %d %s",
+                        method,
+                        route,
+                        dep.name,
+                        response.status,
+                        list(response.headers.items()),
+                    )
+                if response.status < 400:
                     return response
                 try:
                     body_bytes = await self._read(dep, response, MAX_ERROR_BODY, truncate=True)
-                except httpx.TransportError:
+                except self._errors:
                     body_bytes = b""
                 finally:
-                    await response.aclose()
+                    response.close()
                 error = error_for_status(
                     dep.name,
                     dep.key_env,
-                    response.status_code,
+                    response.status,
                     body_bytes,
                     response.headers.get("retry-after"),
                     self._secrets,
@@ -204,20 +343,22 @@ class UpstreamClient:
             await anyio.sleep(wait)
             attempt += 1
 
-    async def _capped(self, dep: Deployment, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def _capped(self, dep: Deployment, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         """The body's chunks, refusing more than MAX_BODY bytes in all (an endless answer)."""
         total = 0
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.content.iter_any():
             total += len(chunk)
             if total > MAX_BODY:
                 raise too_large(dep.name, MAX_BODY, "an answer")
             yield chunk
 
-    async def _read(self, dep: Deployment, response: httpx.Response, cap: int, *, truncate: bool = False) -> bytes:
+    async def _read(
+        self, dep: Deployment, response: aiohttp.ClientResponse, cap: int, *, truncate: bool = False
+    ) -> bytes:
         """The whole body, at most `cap` bytes: past it, cut (error bodies) or refuse (answers)."""
         chunks: list[bytes] = []
         total = 0
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.content.iter_any():
             chunks.append(chunk)
             total += len(chunk)
             if total > cap:
@@ -226,13 +367,18 @@ class UpstreamClient:
                 raise too_large(dep.name, cap, "an answer")
         return b"".join(chunks)[:cap]
 
-    async def _json(self, dep: Deployment, response: httpx.Response) -> Any:
+    async def _json(self, dep: Deployment, response: aiohttp.ClientResponse) -> Any:
+        complete = False
         try:
             content = await self._read(dep, response, MAX_BODY)
-        except httpx.TransportError as exc:
-            raise error_for_transport(dep.name, dep.base_url, exc, self._timeout) from None
+            complete = True
+        except self._errors as exc:
+            raise error_for_transport(dep.name, dep.base_url, *_failure(exc), self._timeout) from None
         finally:
-            await response.aclose()
+            if complete:
+                response.release()  # read to the end: the connection goes back to the pool
+            else:
+                response.close()
         # Redact by value before anything reads it: a deployment echoing the key must not hand
         # it to the agent. A bytes search is cheap enough to do on every answer.
         if self._secret_bytes and any(secret in content for secret in self._secret_bytes):
@@ -248,7 +394,10 @@ class UpstreamClient:
 @asynccontextmanager
 async def open_upstream(settings: Settings) -> AsyncIterator[UpstreamClient]:
     """The process-wide pooled client: opened in the server lifespan, closed at shutdown."""
-    timeout = httpx.Timeout(connect=10.0, read=settings.timeout, write=30.0, pool=30.0)
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, headers={"user-agent": USER_AGENT}) as http:
-        yield UpstreamClient(http, settings)
+    start_loading()
+    client = UpstreamClient(settings)
+    try:
+        yield client
+    finally:
+        with anyio.CancelScope(shield=True):
+            await client.aclose()

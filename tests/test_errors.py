@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
 from gguf_mcp import errors
@@ -89,18 +88,18 @@ def test_retry_after_seconds_are_kept_and_dates_ignored() -> None:
 
 
 @pytest.mark.parametrize(
-    ("exc", "cls", "needle"),
+    ("failure", "cls", "needle"),
     [
-        (httpx.ConnectError("refused"), errors.ConnectionFailed, "could not be reached"),
-        (httpx.ConnectTimeout("slow"), errors.ConnectionFailed, "connection timed out"),
-        (httpx.ReadTimeout("slow"), errors.UpstreamTimeout, "GGUF_MCP_TIMEOUT"),
-        (httpx.RemoteProtocolError("gone"), errors.ConnectionFailed, "dropped the connection"),
+        ("connect", errors.ConnectionFailed, "could not be reached"),
+        ("connect timeout", errors.ConnectionFailed, "connection timed out"),
+        ("read timeout", errors.UpstreamTimeout, "GGUF_MCP_TIMEOUT"),
+        ("dropped", errors.ConnectionFailed, "dropped the connection"),
     ],
 )
 def test_transport_failures_map_to_actionable_errors(
-    exc: httpx.TransportError, cls: type[errors.UpstreamError], needle: str
+    failure: errors.TransportFailure, cls: type[errors.UpstreamError], needle: str
 ) -> None:
-    err = error_for_transport("prod", "http://127.0.0.1:1", exc, 600)
+    err = error_for_transport("prod", "http://127.0.0.1:1", failure, "SomeError: detail", 600)
     assert type(err) is cls
     assert needle in str(err)
 

@@ -68,7 +68,7 @@ async def test_every_call_of_every_session_is_answered_with_its_own_result(
         upstream_calls_by_worker = Counter(
             line["pid"]
             for line in map(json.loads, json_lines(server.stderr()))
-            if line["logger"] == "httpx" and "/v1/chat/completions" in line["message"]
+            if line["logger"] == "gguf_mcp.upstream" and "/v1/chat/completions" in line["message"]
         )
         assert len(upstream_calls_by_worker) == 2, upstream_calls_by_worker
         assert sum(upstream_calls_by_worker.values()) == SESSIONS * CALLS

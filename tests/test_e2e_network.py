@@ -1,0 +1,125 @@
+"""The network between gguf-mcp and a deployment: HTTPS (GGUF Cloud is only reachable that way),
+a private CA, and the standard proxy variables (HTTPS_PROXY, HTTP_PROXY, NO_PROXY).
+
+gguf-mcp runs as the MCP client spawns it (stdio); the deployment is the gateway emulator's,
+behind a TLS front with a certificate made for the test, and/or a forwarding proxy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.bridge import Bridge
+from tests.support.gateway import ACCOUNT_KEY, Gateway
+from tests.support.netpath import ForwardProxy, TlsFront, self_signed_certificate
+
+pytestmark = pytest.mark.anyio
+
+DEP = "dep-net"
+ROUTE = f"/api/gguf/{DEP}"
+USER = [{"role": "user", "content": "Hello"}]
+PROXY_PASSWORD = "canary-proxy-password-5d1e"
+
+
+@pytest.fixture
+def gw(gateway: Gateway) -> Gateway:
+    gateway.add_canned_deployment(DEP)
+    return gateway
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    return self_signed_certificate(tmp_path)
+
+
+@pytest.fixture
+def front(gw: Gateway, certificate: tuple[Path, Path]) -> Iterator[TlsFront]:
+    with TlsFront(gw.url, *certificate) as tls:
+        yield tls
+
+
+@pytest.fixture
+def proxy() -> Iterator[ForwardProxy]:
+    with ForwardProxy() as forward:
+        yield forward
+
+
+def text_of(result: object) -> str:
+    return result.content[0].text  # type: ignore[attr-defined,no-any-return]
+
+
+async def call_both_protocols(bridge: Bridge, env: dict[str, str]) -> list[str]:
+    """Texts of a chat and a messages call (the two auth headers), errors included."""
+    async with bridge.connect({"MODELSLAB_API_KEY": ACCOUNT_KEY, **env}) as client:
+        chat = await client.call_tool("chat", {"messages": USER, "max_tokens": 1})
+        messages = await client.call_tool("messages", {"messages": USER, "max_tokens": 1})
+    assert ACCOUNT_KEY not in bridge.seen_text()
+    return [("error: " if r.is_error else "") + text_of(r) for r in (chat, messages)]
+
+
+async def test_https_deployment_signed_by_a_ca_named_in_ssl_cert_file(
+    tmp_path: Path, gw: Gateway, front: TlsFront, certificate: tuple[Path, Path]
+) -> None:
+    env = {"GGUF_BASE_URL": front.url + ROUTE, "SSL_CERT_FILE": str(certificate[0])}
+    texts = await call_both_protocols(Bridge("stdio", tmp_path), env)
+    assert not any(t.startswith("error") for t in texts), texts
+    assert [(r.path, r.auth_via) for r in gw.requests_for(DEP)] == [
+        ("/v1/chat/completions", "bearer"),
+        ("/v1/messages", "x-api-key"),
+    ]
+
+
+async def test_https_deployment_with_an_unknown_ca_says_what_to_set(
+    tmp_path: Path, gw: Gateway, front: TlsFront
+) -> None:
+    texts = await call_both_protocols(Bridge("stdio", tmp_path), {"GGUF_BASE_URL": front.url + ROUTE})
+    for text in texts:
+        assert text.startswith("error: ")
+        assert "TLS certificate that did not verify" in text
+        assert "set SSL_CERT_FILE" in text
+        assert "gave up after" not in text  # a certificate does not heal with retries
+    assert gw.requests_for(DEP) == []
+
+
+async def test_http_proxy_carries_every_request_unless_no_proxy_names_the_host(
+    tmp_path: Path, gw: Gateway, proxy: ForwardProxy
+) -> None:
+    env = {"GGUF_BASE_URL": gw.base_url_for(DEP), "HTTP_PROXY": proxy.url}
+    texts = await call_both_protocols(Bridge("stdio", tmp_path), env)
+    assert not any(t.startswith("error") for t in texts), texts
+    assert proxy.seen == [
+        f"POST {gw.base_url_for(DEP)}/v1/chat/completions HTTP/1.1",
+        f"POST {gw.base_url_for(DEP)}/v1/messages HTTP/1.1",
+    ]
+    assert len(gw.requests_for(DEP)) == 2
+
+    texts = await call_both_protocols(Bridge("stdio", tmp_path), {**env, "NO_PROXY": "127.0.0.1"})
+    assert not any(t.startswith("error") for t in texts), texts
+    assert len(proxy.seen) == 2  # went direct
+    assert len(gw.requests_for(DEP)) == 4
+
+
+async def test_https_through_a_proxy_is_tunnelled_so_the_proxy_never_sees_the_key(
+    tmp_path: Path, gw: Gateway, front: TlsFront, proxy: ForwardProxy, certificate: tuple[Path, Path]
+) -> None:
+    env = {"GGUF_BASE_URL": front.url + ROUTE, "HTTPS_PROXY": proxy.url, "SSL_CERT_FILE": str(certificate[0])}
+    texts = await call_both_protocols(Bridge("stdio", tmp_path), env)
+    assert not any(t.startswith("error") for t in texts), texts
+    assert proxy.seen and all(line == f"CONNECT 127.0.0.1:{front.port} HTTP/1.1" for line in proxy.seen)
+    assert not any(ACCOUNT_KEY.encode() in head for head in proxy.heads)
+    assert len(gw.requests_for(DEP)) == 2
+
+
+async def test_an_unsupported_proxy_scheme_is_named_without_its_credentials(tmp_path: Path, gw: Gateway) -> None:
+    env = {"GGUF_BASE_URL": gw.base_url_for(DEP), "HTTP_PROXY": f"socks5://user:{PROXY_PASSWORD}@127.0.0.1:1080"}
+    bridge = Bridge("stdio", tmp_path)
+    texts = await call_both_protocols(bridge, env)
+    for text in texts:
+        assert text.startswith("error: ")
+        assert "socks5://" in text
+        assert "NO_PROXY" in text
+    assert PROXY_PASSWORD not in bridge.seen_text()
+    assert gw.requests_for(DEP) == []
