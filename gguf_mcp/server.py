@@ -15,6 +15,7 @@ from mcp.server.mcpserver import MCPServer
 from gguf_mcp import __version__
 from gguf_mcp.config import Settings
 from gguf_mcp.resources import build_resources
+from gguf_mcp.stdio import run_stdio
 from gguf_mcp.tools import AppState, build_tools
 from gguf_mcp.upstream import open_upstream
 
@@ -64,4 +65,4 @@ async def serve(settings: Settings) -> None:
 
         await serve_http(settings)
         return
-    await build_server(settings).run_stdio_async()
+    await run_stdio(build_server(settings))
