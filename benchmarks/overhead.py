@@ -26,18 +26,17 @@ Phases: single-session latency (rounds x calls, interleaved; with the server pro
 call from /proc and this process's, i.e. the client's), throughput (`--sessions` concurrent
 sessions x `--session-calls` calls each: one stdio server process per session, one HTTP server
 for all its sessions), idle VmRSS of the server processes after warm-up, cold start (spawn ->
-initialize + tools/list, and VmRSS right then), tools/list size, and a pool check: each system
+initialize + tools/list, and VmRSS right then; and spawn -> the first `chat` answered, from the
+instant upstream), tools/list size, and a pool check: each system
 through a TCP relay that counts its connections, to the instant upstream closing connections
 after 100 answers without saying so and to llama.cpp's server (which closes one after 100
 requests and after every streamed answer), gguf-mcp streaming every 5th call.
 
-`--variants V [V1,V2 ...]` adds gguf-mcp (and for `fast_stdio` the bare server) with proposals
-from `benchmarks/proposals` installed by `benchmarks/variant_server.py`, measured in the same
-rounds: `upstream_aiohttp` (the upstream client on aiohttp), `fast_stdio` (stdio without a
-thread per line), `tls_when_needed` (no CA bundle for plain-HTTP deployments).
+`--refs REF ...` adds gguf-mcp as of each git REF (its `gguf_mcp/` exported to a temporary
+directory) to every gguf-mcp system, measured in the same rounds: before and after a change.
 
     .venv/bin/python benchmarks/overhead.py [--rounds 10] [--calls 40] [--upstream instant llama]
-    .venv/bin/python benchmarks/overhead.py --variants upstream_aiohttp fast_stdio upstream_aiohttp,fast_stdio
+    .venv/bin/python benchmarks/overhead.py --refs HEAD~3
 """
 
 from __future__ import annotations
@@ -148,41 +147,47 @@ def bare_http(stateless: bool, stderr: Path) -> Iterator[tuple[str, int]]:
         process.wait()
 
 
-def gguf_env(upstream: str, **extra: str) -> dict[str, str]:
+GGUF_ARGV = [sys.executable, "-m", "gguf_mcp"]
+_EXPORTS = Path(tempfile.gettempdir()) / "gguf-mcp-refs"
+
+
+def source_of(ref: str | None) -> Path:
+    """The directory holding the `gguf_mcp` package to run: this checkout, or `ref` exported."""
+    if ref is None:
+        return ROOT
+    sha = subprocess.run(["git", "rev-parse", ref], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    target = _EXPORTS / sha.strip()[:12]
+    if not (target / "gguf_mcp").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", ref, "gguf_mcp"], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def gguf_env(upstream: str, ref: str | None = None, **extra: str) -> dict[str, str]:
     """gguf-mcp keyless on `upstream` (no MODELSLAB_API_KEY: a non-Cloud base URL needs none)."""
-    return {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "GGUF_BASE_URL": upstream, **extra}
+    return {"PATH": os.environ["PATH"], "PYTHONPATH": str(source_of(ref)), "GGUF_BASE_URL": upstream, **extra}
 
 
-def bare_params(variant: str | None = None) -> StdioServerParameters:
-    if variant is None:
-        return StdioServerParameters(command=sys.executable, args=[str(ROOT / "benchmarks" / "bare_server.py")])
-    return StdioServerParameters(
-        command=sys.executable, args=[str(ROOT / "benchmarks" / "variant_server.py"), variant, "--bare"]
-    )
+def bare_params() -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=[str(ROOT / "benchmarks" / "bare_server.py")])
 
 
-def gguf_argv(variant: str | None) -> list[str]:
-    """`python -m gguf_mcp`, or gguf-mcp with a proposal from benchmarks/proposals installed."""
-    if variant is None:
-        return [sys.executable, "-m", "gguf_mcp"]
-    return [sys.executable, str(ROOT / "benchmarks" / "variant_server.py"), variant]
-
-
-def gguf_params(upstream: str, variant: str | None = None) -> StdioServerParameters:
-    command, *args = gguf_argv(variant)
-    return StdioServerParameters(command=command, args=args, env=gguf_env(upstream))
+def gguf_params(upstream: str, ref: str | None = None) -> StdioServerParameters:
+    command, *args = GGUF_ARGV
+    return StdioServerParameters(command=command, args=args, env=gguf_env(upstream, ref))
 
 
 def split(name: str) -> tuple[str, str | None]:
-    """`gguf-stdio+upstream_aiohttp` -> (`gguf-stdio`, `upstream_aiohttp`)."""
-    base, _, variant = name.partition("+")
-    return base, variant or None
+    """`gguf-stdio@abc123` -> (`gguf-stdio`, `abc123`)."""
+    base, _, ref = name.partition("@")
+    return base, ref or None
 
 
 def server_kind(name: str) -> str:
-    """`gguf-http-sl+x` -> `gguf+x`: the server, whatever the transport."""
-    base, variant = split(name)
-    return base.split("-")[0] + (f"+{variant}" if variant else "")
+    """`gguf-http-sl@ref` -> `gguf@ref`: the server, whatever the transport."""
+    base, ref = split(name)
+    return base.split("-")[0] + (f"@{ref}" if ref else "")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -240,7 +245,7 @@ async def open_systems(
     """Start every system in `names` with `sessions` sessions each (stdio: a process per session).
 
     `gguf-stdio-stream` is the first `gguf-stdio` session calling with a progress token; a name
-    with `+VARIANT` runs gguf-mcp with `benchmarks/proposals/VARIANT.py` applied.
+    with `@REF` runs gguf-mcp as of git REF.
     """
     errlog = stack.enter_context((workdir / "servers.stderr").open("a"))
     systems: dict[str, System] = {}
@@ -266,14 +271,14 @@ async def open_systems(
         return system
 
     for name in names:
-        base, variant = split(name)
+        base, ref = split(name)
         if name == "direct":
             http_client = await stack.enter_async_context(httpx.AsyncClient())
             systems[name] = System(name, [_direct_call(http_client, upstream + "/v1/chat/completions")] * sessions)
         elif base == "bare-stdio":
-            systems[name] = await stdio(name, bare_params(variant))
+            systems[name] = await stdio(name, bare_params())
         elif base == "gguf-stdio":
-            systems[name] = await stdio(name, gguf_params(upstream, variant))
+            systems[name] = await stdio(name, gguf_params(upstream, ref))
         elif base == "gguf-stdio-stream":
             base_system = systems[name.replace("-stream", "")]
             systems[name] = System(name, base_system.streamed[:1], base_system.pids[:1])
@@ -285,8 +290,8 @@ async def open_systems(
             systems[name] = await http(name, url, pid)
         elif base in ("gguf-http", "gguf-http-sl"):
             port = free_port()
-            env = gguf_env(upstream, GGUF_MCP_STATELESS="true" if base.endswith("-sl") else "false")
-            argv = [*gguf_argv(variant), "--transport", "http", "--port", str(port)]
+            env = gguf_env(upstream, ref, GGUF_MCP_STATELESS="true" if base.endswith("-sl") else "false")
+            argv = [*GGUF_ARGV, "--transport", "http", "--port", str(port)]
             server = stack.enter_context(serving(argv, port, env, workdir / f"{name}.stderr"))
             systems[name] = await http(name, server.url, server.process.pid)
         else:
@@ -384,33 +389,33 @@ async def measure(
     }
 
 
-async def cold_start(runs: int, peer: Peer | None, variants: list[str]) -> dict[str, Any]:
-    """Spawn to a completed initialize + tools/list, median of `runs`, servers interleaved.
-
-    gguf-mcp twice: with a plain-HTTP deployment and with an HTTPS one (GGUF Cloud's case, where
-    the client loads the CA bundle at start); neither is contacted.
-    """
-    targets = {"bare": bare_params(), "gguf": gguf_params("http://127.0.0.1:9")}
-    targets["gguf (https deployment)"] = gguf_params("https://127.0.0.1:9")
-    for variant in variants:
-        targets[f"gguf+{variant}"] = gguf_params("http://127.0.0.1:9", variant)
+async def cold_start(runs: int, peer: Peer | None, refs: list[str], upstream: str) -> dict[str, Any]:
+    """Spawn to a completed initialize + tools/list, then to the first `chat` answered (from the
+    instant `upstream`); medians of `runs`, servers interleaved."""
+    targets = {"bare": (bare_params(), "chat"), "gguf": (gguf_params(upstream), "chat")}
+    for ref in refs:
+        targets[f"gguf@{ref}"] = (gguf_params(upstream, ref), "chat")
     if peer is not None:
-        targets["peer"] = peer_params(peer, "http://127.0.0.1:9")
+        targets["peer"] = (peer_params(peer, upstream), "llama_chat")
     times: dict[str, list[float]] = {name: [] for name in targets}
+    first_call: dict[str, list[float]] = {name: [] for name in targets}
     rss: dict[str, list[float]] = {name: [] for name in targets}
     sizes: dict[str, tuple[int, int]] = {}
     for _ in range(runs):
-        for name, params in targets.items():
+        for name, (params, tool) in targets.items():
             before = children()
             started = time.perf_counter()
             async with Client(params, mode="legacy") as client:
                 listed = await client.list_tools()
                 times[name].append((time.perf_counter() - started) * 1000)
                 rss[name] += [rss_mib(pid) for pid in children() - before]
+                await _mcp_call(client, name, tool)()
+                first_call[name].append((time.perf_counter() - started) * 1000)
             tools = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed.tools]
             sizes[name] = (len(tools), len(json.dumps(tools, separators=(",", ":"))))
     return {
         "ms": {name: statistics.median(t) for name, t in times.items()},
+        "first_call_ms": {name: statistics.median(t) for name, t in first_call.items()},
         "all_ms": times,
         "rss": {name: statistics.median(r) for name, r in rss.items() if r},
         "tools": sizes,
@@ -566,19 +571,23 @@ def throughput_lines(results: dict[str, dict[str, Any]], sessions: int, calls: i
 
 def footprint_lines(results: dict[str, dict[str, Any]], starts: dict[str, Any]) -> list[str]:
     ms, tools = starts.get("ms", {}), starts.get("tools", {})
-    started_rss = starts.get("rss", {})
+    first, started_rss = starts.get("first_call_ms", {}), starts.get("rss", {})
     lines = [
-        "| server | cold start, median (spawn to initialize + tools/list) | / bare | VmRSS just started "
-        "| - bare | tools/list |",
-        "|---|---|---|---|---|---|",
+        "| server | cold start, median (spawn to initialize + tools/list) | / bare | spawn to first chat answered "
+        "| / bare | VmRSS just started | - bare | tools/list |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for kind, value in ms.items():
         ratio = f"{value / ms['bare']:.2f}x" if "bare" in ms else "-"
+        call_ratio = f"{first[kind] / first['bare']:.2f}x" if "bare" in first else "-"
         count, size = tools[kind]
         mib = started_rss.get(kind)
         delta = f"{mib - started_rss['bare']:+.1f} MiB" if mib is not None and "bare" in started_rss else "-"
         shown = f"{mib:.1f} MiB" if mib is not None else "-"
-        lines.append(f"| {kind} | {value:.0f} ms | {ratio} | {shown} | {delta} | {size:,} chars ({count} tools) |")
+        lines.append(
+            f"| {kind} | {value:.0f} ms | {ratio} | {first[kind]:.0f} ms | {call_ratio} | {shown} | {delta} "
+            f"| {size:,} chars ({count} tools) |"
+        )
     lines += [
         "",
         "| server process | idle VmRSS after warm-up (median over processes) | after the run | - bare (warm) |",
@@ -639,20 +648,15 @@ def pool_lines(pools: dict[str, dict[str, Any]]) -> list[str]:
 
 # --- Main ----------------------------------------------------------------------------------------
 
-VARIANTS = ("upstream_aiohttp", "fast_stdio", "tls_when_needed")
 
-
-def system_names(systems: list[str], variants: list[str]) -> list[str]:
-    """The selected systems in table order, each gguf-mcp one followed by its variants."""
+def system_names(systems: list[str], refs: list[str]) -> list[str]:
+    """The selected systems in table order, each gguf-mcp one followed by its older versions."""
     names = []
     for name in ALL_SYSTEMS:
         if name in systems:
             names.append(name)
-            stdio_only = [v for v in variants if "fast_stdio" in v]
             if name.startswith("gguf-"):
-                names += [f"{name}+{v}" for v in variants if v not in stdio_only or "-stdio" in name]
-            elif name == "bare-stdio":
-                names += [f"{name}+{v}" for v in stdio_only if v == "fast_stdio"]
+                names += [f"{name}@{ref}" for ref in refs]
     return names
 
 
@@ -662,12 +666,7 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=40, help="calls per system per round (latency)")
     parser.add_argument("--upstream", nargs="+", choices=["instant", "llama"], default=["instant", "llama"])
     parser.add_argument("--systems", nargs="+", choices=ALL_SYSTEMS, default=list(ALL_SYSTEMS))
-    parser.add_argument(
-        "--variants",
-        nargs="*",
-        default=[],
-        help=f"also gguf-mcp with benchmarks/proposals/V.py applied (V or V1,V2; V in {', '.join(VARIANTS)})",
-    )
+    parser.add_argument("--refs", nargs="*", default=[], help="also gguf-mcp as of these git refs (before/after)")
     parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions (throughput)")
     parser.add_argument("--session-calls", type=int, default=50, help="calls per session (throughput)")
     parser.add_argument("--throughput-rounds", type=int, default=3)
@@ -676,9 +675,7 @@ async def main() -> None:
     parser.add_argument("--pool-calls", type=int, default=250, help="0 skips the pool check")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     options = parser.parse_args()
-    if any(v not in VARIANTS for variant in options.variants for v in variant.split(",")):
-        parser.error(f"--variants: each must be one of {VARIANTS} or a comma-joined combination")
-    names = system_names(options.systems, options.variants)
+    names = system_names(options.systems, options.refs)
     if "gguf-stdio-stream" in names and "gguf-stdio" not in names:
         parser.error("gguf-stdio-stream needs gguf-stdio")
     peer = ensure_peer() if "peer-stdio" in names else None
@@ -703,13 +700,14 @@ async def main() -> None:
                     results[upstream] = await measure(llama.url, names, peer, options, workdir)
                     if options.pool_calls:
                         pools["llama"] = await pool_check(llama.url, pool_names, peer, options.pool_calls, workdir)
-        start_variants = list(dict.fromkeys([*options.variants, "tls_when_needed"]))
-        starts = await cold_start(options.cold_starts, peer, start_variants) if options.cold_starts else {}
+        if options.cold_starts:
+            with instant_upstream() as url:
+                starts = await cold_start(options.cold_starts, peer, options.refs, url)
 
     code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((ROOT / "gguf_mcp").glob("*.py")))).hexdigest()
     out = [
         f"gguf-mcp performance, {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, mcp {version('mcp')}, httpx {version('httpx')}, "
+        f"Python {platform.python_version()}, mcp {version('mcp')}, aiohttp {version('aiohttp')}, "
         f"client mode {options.mode}; {options.rounds} rounds x {options.calls} calls, interleaved; "
         f"gguf_mcp/*.py sha256 {code[:12]}" + (f"; peer llama-mcp-server {peer.versions}" if peer else ""),
         "",

@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.overhead import (  # noqa: E402
     ARGS,
+    GGUF_ARGV,
     bare_params,
     children,
-    gguf_argv,
     gguf_env,
     gguf_params,
     instant_upstream,
@@ -160,7 +160,7 @@ async def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--raw", type=Path, help="keep py-spy's raw stacks here")
     parser.add_argument("--mode", default="legacy")
-    parser.add_argument("--variant", help="proposals to install (see benchmarks/variant_server.py), e.g. fast_stdio")
+    parser.add_argument("--ref", help="profile gguf-mcp as of this git ref (before/after)")
     options = parser.parse_args()
     if not PY_SPY.exists():
         parser.error(f"{PY_SPY} is missing: .venv/bin/pip install py-spy")
@@ -169,7 +169,7 @@ async def main() -> None:
         async with AsyncExitStack() as stack:
             stacks, seconds, cpu_ms = await profile(options, Path(tmp), stack)
     print(
-        f"py-spy profile of {options.server}{'+' + options.variant if options.variant else ''} over "
+        f"py-spy profile of {options.server}{'@' + options.ref if options.ref else ''} over "
         f"{options.transport}, {options.upstream} upstream, "
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores: {options.calls} calls in {seconds:.1f} s "
         f"({seconds / options.calls * 1000:.2f} ms per call, profiler attached)\n"
@@ -182,7 +182,7 @@ async def profile(
 ) -> tuple[list[tuple[list[str], int]], float, float]:
     url = stack.enter_context(upstream_url(options.upstream, workdir))
     if options.transport == "stdio":
-        params = gguf_params(url, options.variant) if options.server == "gguf" else bare_params(options.variant)
+        params = gguf_params(url, options.ref) if options.server == "gguf" else bare_params()
         before = children()
         client = await stack.enter_async_context(Client(stdio_client(params), mode=options.mode))
         [pid] = children() - before
@@ -190,8 +190,8 @@ async def profile(
         if options.server != "gguf":
             raise SystemExit("--transport http profiles gguf-mcp only")
         port = free_port()
-        argv = [*gguf_argv(options.variant), "--transport", "http", "--port", str(port)]
-        server = stack.enter_context(serving(argv, port, gguf_env(url), workdir / "http.stderr"))
+        argv = [*GGUF_ARGV, "--transport", "http", "--port", str(port)]
+        server = stack.enter_context(serving(argv, port, gguf_env(url, options.ref), workdir / "http.stderr"))
         client = await stack.enter_async_context(Client(server.url, mode=options.mode))
         pid = server.process.pid
     for _ in range(50):
