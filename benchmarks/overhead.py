@@ -165,8 +165,13 @@ def source_of(ref: str | None) -> Path:
 
 
 def gguf_env(upstream: str, ref: str | None = None, **extra: str) -> dict[str, str]:
-    """gguf-mcp keyless on `upstream` (no MODELSLAB_API_KEY: a non-Cloud base URL needs none)."""
-    return {"PATH": os.environ["PATH"], "PYTHONPATH": str(source_of(ref)), "GGUF_BASE_URL": upstream, **extra}
+    """gguf-mcp keyless on `upstream` (no MODELSLAB_API_KEY: a non-Cloud base URL needs none).
+
+    PYTHONSAFEPATH: `python -m` would otherwise put the working directory (often this checkout)
+    ahead of PYTHONPATH, and a `ref` would silently run the current code.
+    """
+    path = str(source_of(ref))
+    return {"PATH": os.environ["PATH"], "PYTHONPATH": path, "PYTHONSAFEPATH": "1", "GGUF_BASE_URL": upstream, **extra}
 
 
 def bare_params() -> StdioServerParameters:
