@@ -2,8 +2,9 @@
 
 The client is aiohttp, chosen by measurement (benchmarks/http_clients.py): a request costs a
 third of httpx's CPU, which is most of what a bridge adds to a call. Its import (~90 ms, 9 MiB)
-runs on a worker thread started with the server, so the first answer to the agent does not
-wait for it; the first upstream request does, if it comes that early.
+waits for the first upstream request and runs on a worker thread: a server that is started but
+never used (clients start every configured server) stays small and starts fast, and the event
+loop keeps serving meanwhile.
 
 Knows nothing about MCP. Every request goes to a configured deployment's root plus one of the
 fixed routes below, so no tool argument can steer a request anywhere else.
@@ -17,7 +18,6 @@ import logging
 import os
 import random
 import ssl
-import threading
 import time
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -91,24 +91,6 @@ class RetryPolicy:
         return wait
 
 
-_loading: threading.Thread | None = None
-
-
-def start_loading() -> None:
-    """Import aiohttp on a worker thread, once per process (see the module docstring)."""
-    global _loading
-    if _loading is None:
-        _loading = threading.Thread(target=importlib.import_module, args=("aiohttp",), name="gguf-mcp-import")
-        _loading.start()
-
-
-async def _aiohttp() -> Any:
-    """The aiohttp module, waiting for the worker thread's import if it is still running."""
-    if _loading is not None and _loading.is_alive():
-        await anyio.to_thread.run_sync(_loading.join)
-    return importlib.import_module("aiohttp")  # a dict lookup once imported; re-raises a failed import
-
-
 def _failure(exc: BaseException) -> tuple[TransportFailure, str]:
     """What kind of transport failure an aiohttp exception is, and its text for the agent."""
     import aiohttp
@@ -169,6 +151,11 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile, capath=capath)
 
 
+def _load(https: bool) -> tuple[Any, ssl.SSLContext | bool]:
+    """aiohttp, and the TLS context when a deployment is HTTPS (True: aiohttp's, never used)."""
+    return importlib.import_module("aiohttp"), _tls_context() if https else True
+
+
 class UpstreamClient:
     """Sends requests to deployments and returns their parsed JSON, or raises `UpstreamError`."""
 
@@ -179,6 +166,7 @@ class UpstreamClient:
         self._secrets = settings.secrets
         self._secret_bytes = tuple(secret.encode() for secret in settings.secrets)
         self._http: aiohttp.ClientSession | None = None
+        self._opening = anyio.Lock()
         self._errors: tuple[type[BaseException], ...] = ()  # what aiohttp raises, once it is loaded
         # Built once: the hot path only looks these up.
         self._proxies: dict[str, str | ConfigError | None] = {}
@@ -201,15 +189,17 @@ class UpstreamClient:
 
     async def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
-            aiohttp = await _aiohttp()
-            if self._http is None:  # another first call may have opened it meanwhile
+            async with self._opening:  # concurrent first calls open one session
+                if self._http is not None:
+                    return self._http
+                https = any(d.base_url.startswith("https:") for d in self._settings.deployments.values())
+                aiohttp, tls = await anyio.to_thread.run_sync(_load, https)
                 # connect: waiting for a pooled connection plus connecting; sock_read: the read
                 # time-out. There is no write time-out; a request body is one JSON document.
                 timeout = aiohttp.ClientTimeout(
                     total=None, connect=30.0, sock_connect=10.0, sock_read=self._settings.timeout
                 )
-                tls = any(d.base_url.startswith("https:") for d in self._settings.deployments.values())
-                connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=30.0, ssl=_tls_context() if tls else True)
+                connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=30.0, ssl=tls)
                 self._errors = (aiohttp.ClientError, TimeoutError)
                 self._http = aiohttp.ClientSession(
                     connector=connector, timeout=timeout, headers={"user-agent": USER_AGENT}
@@ -324,7 +314,10 @@ class UpstreamClient:
                 except self._errors:
                     body_bytes = b""
                 finally:
-                    response.close()
+                    if response.content.at_eof():  # read to the end: back to the pool for the retry
+                        response.release()
+                    else:
+                        response.close()
                 error = error_for_status(
                     dep.name,
                     dep.key_env,
@@ -394,7 +387,6 @@ class UpstreamClient:
 @asynccontextmanager
 async def open_upstream(settings: Settings) -> AsyncIterator[UpstreamClient]:
     """The process-wide pooled client: opened in the server lifespan, closed at shutdown."""
-    start_loading()
     client = UpstreamClient(settings)
     try:
         yield client
