@@ -12,6 +12,7 @@ fixed routes below, so no tool argument can steer a request anywhere else.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import logging
@@ -98,7 +99,7 @@ def _failure(exc: BaseException) -> tuple[TransportFailure, str]:
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return "connect timeout", detail
-    if isinstance(exc, TimeoutError):  # SocketTimeoutError: nothing read for `sock_read` seconds
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):  # nothing read for `sock_read` s
         return "read timeout", detail
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return "certificate", detail
@@ -200,7 +201,7 @@ class UpstreamClient:
                     total=None, connect=30.0, sock_connect=10.0, sock_read=self._settings.timeout
                 )
                 connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=30.0, ssl=tls)
-                self._errors = (aiohttp.ClientError, TimeoutError)
+                self._errors = (aiohttp.ClientError, asyncio.TimeoutError)  # not builtin TimeoutError on 3.10
                 self._http = aiohttp.ClientSession(
                     connector=connector, timeout=timeout, headers={"user-agent": USER_AGENT}
                 )
