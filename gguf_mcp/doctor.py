@@ -100,6 +100,7 @@ async def _doctor(settings: Settings) -> int:
     finished = [anyio.Event() for _ in deployments]
 
     async with open_upstream(probe_settings) as upstream:
+        await upstream.open()  # so the times shown are the deployment's, not our start-up's
 
         async def check(index: int) -> None:
             try:

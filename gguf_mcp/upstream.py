@@ -188,6 +188,10 @@ class UpstreamClient:
             await self._http.close()
             self._http = None
 
+    async def open(self) -> None:
+        """Load the HTTP client now rather than with the first request (which it would delay)."""
+        await self._session()
+
     async def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
             async with self._opening:  # concurrent first calls open one session
