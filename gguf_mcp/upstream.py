@@ -13,6 +13,7 @@ fixed routes below, so no tool argument can steer a request anywhere else.
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import json
 import logging
@@ -25,7 +26,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import anyio
 
@@ -122,7 +123,13 @@ def _stale(exc: BaseException) -> bool:
     )
 
 
-def _proxy(url: str) -> str | None:
+@dataclass(frozen=True)
+class _Proxy:
+    url: str
+    headers: dict[str, str] | None  # Proxy-Authorization (from the URL's credentials) for a CONNECT
+
+
+def _proxy(url: str) -> _Proxy | None:
     """The proxy for `url`: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY (or the system settings).
 
     Resolved once per deployment: aiohttp's own `trust_env` would also look up ~/.netrc on a
@@ -133,12 +140,22 @@ def _proxy(url: str) -> str | None:
         return None
     proxies = urllib.request.getproxies()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if proxy and urlsplit(proxy).scheme not in ("http", "https"):
+    if not proxy:
+        return None
+    found = urlsplit(proxy)
+    if found.scheme not in ("http", "https"):
         raise ConfigError(
-            f"The proxy set for {parts.scheme} in the environment uses {urlsplit(proxy).scheme}://, which gguf-mcp "
+            f"The proxy set for {parts.scheme} in the environment uses {found.scheme}://, which gguf-mcp "
             "does not support. Use an http:// or https:// proxy, or add the deployment's host to NO_PROXY."
         )
-    return proxy or None
+    if found.username is None:
+        return _Proxy(proxy, None)
+    credentials = f"{unquote(found.username)}:{unquote(found.password or '')}"
+    netloc = found.netloc.rpartition("@")[2]
+    return _Proxy(
+        found._replace(netloc=netloc).geturl(),
+        {"proxy-authorization": "Basic " + base64.b64encode(credentials.encode()).decode()},
+    )
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -170,7 +187,7 @@ class UpstreamClient:
         self._opening = anyio.Lock()
         self._errors: tuple[type[BaseException], ...] = ()  # what aiohttp raises, once it is loaded
         # Built once: the hot path only looks these up.
-        self._proxies: dict[str, str | ConfigError | None] = {}
+        self._proxies: dict[str, _Proxy | ConfigError | None] = {}
         for dep in settings.deployments.values():
             try:
                 self._proxies[dep.name] = _proxy(dep.base_url)
@@ -182,6 +199,13 @@ class UpstreamClient:
             self._headers[(dep.name, False)] = {"authorization": f"Bearer {key}"} if key else {}
             anthropic = {"anthropic-version": ANTHROPIC_VERSION}
             self._headers[(dep.name, True)] = {"x-api-key": key, **anthropic} if key else anthropic
+            proxy = self._proxies[dep.name]
+            if isinstance(proxy, _Proxy) and proxy.headers and not dep.base_url.startswith("https:"):
+                # A plain-HTTP request goes to the proxy itself, so its credentials ride along
+                # (aiohttp sends proxy_headers only on a CONNECT); the proxy strips them.
+                for protocol in (False, True):
+                    self._headers[(dep.name, protocol)] |= proxy.headers
+                self._proxies[dep.name] = _Proxy(proxy.url, None)
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -283,6 +307,7 @@ class UpstreamClient:
         proxy = self._proxies[dep.name]
         if isinstance(proxy, ConfigError):
             raise ConfigError(str(proxy))
+        proxy_url, proxy_headers = (proxy.url, proxy.headers) if proxy else (None, None)
         headers = self._headers[(dep.name, route == MESSAGES)]
         content = json.dumps(body).encode() if body is not None else None
         if content is not None:
@@ -292,7 +317,9 @@ class UpstreamClient:
         resent_stale = False
         while True:
             try:
-                response = await http.request(method, url, data=content, headers=headers, proxy=proxy)
+                response = await http.request(
+                    method, url, data=content, headers=headers, proxy=proxy_url, proxy_headers=proxy_headers
+                )
             except self._errors as exc:
                 # llama-server closes kept-alive connections without saying so, found dead while
                 # sending: resend once, at once. Only then: a request whose answer had started

@@ -7,8 +7,10 @@ behind a TLS front with a certificate made for the test, and/or a forwarding pro
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -102,15 +104,35 @@ async def test_http_proxy_carries_every_request_unless_no_proxy_names_the_host(
     assert len(gw.requests_for(DEP)) == 4
 
 
+async def test_a_proxy_asking_for_credentials_gets_those_in_its_url_and_nobody_else_does(
+    tmp_path: Path, gw: Gateway, proxy: ForwardProxy
+) -> None:
+    user, password = "agent", "p@ss " + PROXY_PASSWORD
+    proxy_url = proxy.url.replace("http://", f"http://{user}:{quote(password, safe='')}@")
+    bridge = Bridge("stdio", tmp_path)
+    env = {"GGUF_BASE_URL": gw.base_url_for(DEP), "HTTP_PROXY": proxy_url, "GGUF_MCP_LOG_LEVEL": "debug"}
+    texts = await call_both_protocols(bridge, env)
+    assert not any(t.startswith("error") for t in texts), texts
+    expected = "Proxy-Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    assert all(expected.lower() in head.decode("latin-1").lower() for head in proxy.heads)
+    assert all("proxy-authorization" not in r.headers for r in gw.requests_for(DEP))  # not passed on
+    assert PROXY_PASSWORD not in bridge.seen_text()
+
+
 async def test_https_through_a_proxy_is_tunnelled_so_the_proxy_never_sees_the_key(
     tmp_path: Path, gw: Gateway, front: TlsFront, proxy: ForwardProxy, certificate: tuple[Path, Path]
 ) -> None:
-    env = {"GGUF_BASE_URL": front.url + ROUTE, "HTTPS_PROXY": proxy.url, "SSL_CERT_FILE": str(certificate[0])}
-    texts = await call_both_protocols(Bridge("stdio", tmp_path), env)
+    proxy_url = proxy.url.replace("http://", f"http://agent:{PROXY_PASSWORD}@")
+    env = {"GGUF_BASE_URL": front.url + ROUTE, "HTTPS_PROXY": proxy_url, "SSL_CERT_FILE": str(certificate[0])}
+    bridge = Bridge("stdio", tmp_path)
+    texts = await call_both_protocols(bridge, env)
     assert not any(t.startswith("error") for t in texts), texts
     assert proxy.seen and all(line == f"CONNECT 127.0.0.1:{front.port} HTTP/1.1" for line in proxy.seen)
+    credentials = base64.b64encode(f"agent:{PROXY_PASSWORD}".encode()).decode()
+    assert all(f"proxy-authorization: basic {credentials}".lower() in h.decode().lower() for h in proxy.heads)
     assert not any(ACCOUNT_KEY.encode() in head for head in proxy.heads)
     assert len(gw.requests_for(DEP)) == 2
+    assert PROXY_PASSWORD not in bridge.seen_text()
 
 
 async def test_an_unsupported_proxy_scheme_is_named_without_its_credentials(tmp_path: Path, gw: Gateway) -> None:
