@@ -46,7 +46,8 @@ class _Lines:
         while True:
             try:
                 line = await self._reader.readline()
-            except ValueError:  # longer than LINE_LIMIT: dropped up to its end, as no request
+            except ValueError:  # longer than LINE_LIMIT: what was buffered is dropped, and the
+                # line's remainder arrives as a line that does not parse (the SDK logs it)
                 log.error("Dropped a request line longer than %d MiB", LINE_LIMIT // 2**20)
                 continue
             if not line:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import pytest
 
+from gguf_mcp.stdio import LINE_LIMIT
 from tests.support.bridge import base_env
 from tests.support.gateway import ACCOUNT_KEY, Gateway
 
@@ -110,3 +111,30 @@ def test_stdin_from_a_file_is_served_by_the_sdk_transport(env: dict[str, str], t
     assert done.returncode == 0, done.stderr.decode()
     assert b"Traceback" not in done.stderr
     assert set(answers(done.stdout)) <= {1, 2, 3}
+
+
+def test_a_request_line_past_the_limit_is_dropped_and_the_next_one_answered(env: dict[str, str]) -> None:
+    huge = b'{"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {"pad": "' + b"x" * (LINE_LIMIT + 1024)
+    lines = [json.dumps(m).encode() for m in (INITIALIZE, INITIALIZED)] + [
+        huge + b'"}}',
+        json.dumps(LIST_TOOLS).encode(),
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gguf_mcp"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    try:
+        process.stdin.write(b"\n".join(lines) + b"\n")
+        process.stdin.flush()
+        found = answers(process.stdout.readline() + process.stdout.readline())
+        process.stdin.close()
+        stderr = process.stderr.read()
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    assert set(found) == {1, 2}  # never 9: the over-long request is not half-read as another
+    assert "Dropped a request line longer than 64 MiB" in stderr.decode()
