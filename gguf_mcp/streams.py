@@ -77,20 +77,24 @@ class ChatStream:
             self._usage = chunk["usage"]
         new = ""
         for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            if content := delta.get("content"):
-                self._text.append(content)
-                new += content
-            if reasoning := delta.get("reasoning_content"):
-                self._reasoning.append(reasoning)
-                new += reasoning
-            for call in delta.get("tool_calls") or ():
-                self._merge_call(call)
-            if content or reasoning or delta.get("tool_calls"):
-                self.tokens += 1
-            self._finish = choice.get("finish_reason") or self._finish
+            if choice.get("index", 0) == 0:
+                new += self._take(choice)
+                self._finish = choice.get("finish_reason") or self._finish
+        return new
+
+    def _take(self, choice: dict[str, Any]) -> str:
+        delta = choice.get("delta") or {}
+        new = ""
+        if content := delta.get("content"):
+            self._text.append(content)
+            new += content
+        if reasoning := delta.get("reasoning_content"):
+            self._reasoning.append(reasoning)
+            new += reasoning
+        for call in delta.get("tool_calls") or ():
+            self._merge_call(call)
+        if content or reasoning or delta.get("tool_calls"):
+            self.tokens += 1
         return new
 
     def _merge_call(self, part: dict[str, Any]) -> None:
@@ -118,19 +122,12 @@ class ChatStream:
 class CompletionStream(ChatStream):
     """OpenAI `text_completion` events -> a `text_completion` body."""
 
-    def add(self, chunk: dict[str, Any]) -> str:
-        self._model = chunk.get("model") or self._model
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
-        new = ""
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) == 0:
-                if text := choice.get("text"):
-                    self._text.append(text)
-                    self.tokens += 1
-                    new += text
-                self._finish = choice.get("finish_reason") or self._finish
-        return new
+    def _take(self, choice: dict[str, Any]) -> str:
+        text = choice.get("text") or ""
+        if text:
+            self._text.append(text)
+            self.tokens += 1
+        return text
 
     def response(self, finish_reason: str | None = None) -> dict[str, Any]:
         choice = {"index": 0, "text": self.text, "finish_reason": finish_reason or self._finish}
