@@ -256,7 +256,7 @@ def stream_broken(deployment: str, failure: TransportFailure | None, detail: str
             "the model is slow, or try again."
         )
     if failure is not None:
-        return StreamInterrupted(f"{where} broke off mid-stream ({detail.split(':')[0]}). Try again.")
+        return StreamInterrupted(f"{where} broke off mid-stream ({detail}). Try again.")
     return StreamInterrupted(f"{where} ended before its final event (the connection closed early). Try again.")
 
 

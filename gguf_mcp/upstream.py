@@ -24,7 +24,7 @@ import time
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -126,7 +126,7 @@ def _stale(exc: BaseException) -> bool:
 @dataclass(frozen=True)
 class _Proxy:
     url: str
-    headers: dict[str, str] | None  # Proxy-Authorization (from the URL's credentials) for a CONNECT
+    headers: dict[str, str] | None = field(repr=False)  # Proxy-Authorization (the URL's credentials), CONNECT only
 
 
 def _proxy(url: str) -> _Proxy | None:

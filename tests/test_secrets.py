@@ -9,6 +9,7 @@ and repr of every exception gguf-mcp raises (and of the exceptions chained to it
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -24,7 +25,7 @@ import pytest
 
 from gguf_mcp.config import parse_settings
 from gguf_mcp.errors import GGUFMCPError
-from gguf_mcp.upstream import CHAT, MESSAGES, MODELS, open_upstream
+from gguf_mcp.upstream import CHAT, MESSAGES, MODELS, _proxy, open_upstream
 from tests.support.bridge import ROOT, Bridge, Transport, base_env, free_port
 from tests.support.gateway import ACCOUNT_KEY, Exchange, Fault, Gateway
 from tests.support.proc import cmdline, gguf_mcp_child
@@ -325,3 +326,16 @@ def test_log_records_are_redacted_by_value_wherever_the_key_hides(
     written = stderr.getvalue()
     assert "x-custom-auth" in written and "call failed" in written and "chained" in written
     assert ACCOUNT_KEY not in written
+
+
+def test_proxy_credentials_stay_out_of_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
+    password = "canary-proxy-pw-61c0"
+    monkeypatch.setenv("HTTP_PROXY", f"http://agent:{password}@127.0.0.1:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxy = _proxy("http://deployment.example/v1")
+    assert proxy is not None and proxy.headers is not None  # the credentials are kept, for the proxy
+    assert proxy.url == "http://127.0.0.1:3128"
+    encoded = base64.b64encode(f"agent:{password}".encode()).decode()
+    assert proxy.headers["proxy-authorization"] == f"Basic {encoded}"
+    assert password not in repr(proxy) and encoded not in repr(proxy)
