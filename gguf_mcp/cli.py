@@ -1,4 +1,4 @@
-"""`gguf-mcp`: parse flags, validate settings once, set up stderr logging (`gguf_mcp.logs`), serve.
+"""`gguf-mcp`: parse flags, validate settings once, set up stderr logging, pick the transport, serve.
 
 Imports the MCP SDK only after the settings are valid, so `--help` and configuration errors
 answer at once instead of after the SDK's one-second import.
@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from gguf_mcp import __version__
-from gguf_mcp.config import OPTIONS, parse_settings
-from gguf_mcp.errors import ConfigError, redact
+from gguf_mcp.config import OPTIONS, Settings, load_settings
+from gguf_mcp.errors import ConfigError, report_config_error
 from gguf_mcp.logs import configure_logging
 
 EXIT_CONFIG = 2
@@ -25,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gguf-mcp",
         description="MCP server for GGUF Cloud (llama.cpp) deployments. Every option can also be "
         "set by the environment variable named in its help; the flag wins.",
-        epilog="Secrets come from the environment or a file, never from a flag value (flags show in "
-        "process listings): MODELSLAB_API_KEY or --api-key-file for the deployments' key, "
-        "GGUF_MCP_AUTH_TOKEN or --auth-token-file for the token HTTP clients must send.",
+        epilog="Secrets come from the environment or a file, never from a flag value (flags show in process "
+        "listings): MODELSLAB_API_KEY or --api-key-file for the deployments' key, GGUF_MCP_AUTH_TOKEN or "
+        "--auth-token-file for the token HTTP clients must send.",
     )
     for o in OPTIONS:
         if not o.flag:
@@ -47,57 +47,67 @@ def build_parser() -> argparse.ArgumentParser:
         "check, and exit (0: all passed, 1: a check failed, 2: a configuration error).",
     )
     parser.add_argument("--version", action="version", version=f"gguf-mcp {__version__}")
-    parser.add_argument("--api-key", nargs="?", action=_RefuseKeyFlag, help=argparse.SUPPRESS)
-    parser.add_argument("--auth-token", nargs="?", action=_RefuseTokenFlag, help=argparse.SUPPRESS)
+    for flag, env, file_flag in (
+        ("--api-key", "MODELSLAB_API_KEY", "--api-key-file"),
+        ("--auth-token", "GGUF_MCP_AUTH_TOKEN", "--auth-token-file"),
+    ):
+        parser.add_argument(flag, nargs="?", action=_RefuseSecretFlag, help=argparse.SUPPRESS, env=env, file=file_flag)
     return parser
 
 
-class _RefuseKeyFlag(argparse.Action):
-    """A key given as a flag is visible in process listings: refuse it without echoing it."""
+class _RefuseSecretFlag(argparse.Action):
+    """A secret given as a flag is visible in process listings: refuse it without echoing it."""
+
+    def __init__(self, *args: object, env: str, file: str, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._env, self._file = env, file
 
     def __call__(self, parser: argparse.ArgumentParser, *_: object, **__: object) -> None:
-        print(
-            "gguf-mcp: configuration error: --api-key is not accepted (flags show in process listings). "
-            "Set MODELSLAB_API_KEY in the environment, or use --api-key-file PATH.",
-            file=sys.stderr,
+        error = ConfigError(
+            f"{self.option_strings[0]} is not accepted (flags show in process listings). Set {self._env} in the "
+            f"environment, or use {self._file} PATH."
         )
-        parser.exit(EXIT_CONFIG)
-
-
-class _RefuseTokenFlag(argparse.Action):
-    """Same for the HTTP clients' token."""
-
-    def __call__(self, parser: argparse.ArgumentParser, *_: object, **__: object) -> None:
-        print(
-            "gguf-mcp: configuration error: --auth-token is not accepted (flags show in process listings). "
-            "Set GGUF_MCP_AUTH_TOKEN in the environment, or use --auth-token-file PATH.",
-            file=sys.stderr,
-        )
+        print(report_config_error(error), file=sys.stderr)
         parser.exit(EXIT_CONFIG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = parse_settings(vars(args), os.environ)
-    except ConfigError as exc:
-        # The settings never got built, so redact anything in the environment that looks secret
-        # (a key pasted into the wrong variable would otherwise be quoted back).
-        suspects = [v for k, v in os.environ.items() if k.endswith(("_KEY", "_TOKEN", "_SECRET")) and len(v) >= 8]
-        print(f"gguf-mcp: configuration error: {redact(str(exc), suspects)}", file=sys.stderr)
-        return EXIT_CONFIG
-    configure_logging(settings)
-    if args.command == "doctor":
-        from gguf_mcp.doctor import run_doctor  # no MCP SDK import
+        settings = load_settings(vars(args), os.environ)
+        if args.command == "doctor":
+            from gguf_mcp.doctor import run_doctor  # no MCP SDK import
 
+            configure_logging(settings)
+            with contextlib.suppress(KeyboardInterrupt):
+                return run_doctor(settings)
+            return 130
+        configure_logging(settings)
         with contextlib.suppress(KeyboardInterrupt):
-            return run_doctor(settings)
-        return 130
+            _serve(settings)
+        return 0
+    except ConfigError as exc:
+        print(report_config_error(exc), file=sys.stderr)
+        return EXIT_CONFIG
 
+
+def _serve(settings: Settings) -> None:
     import anyio
 
-    from gguf_mcp.server import serve
+    from gguf_mcp.server import build_server
+    from gguf_mcp.tools import AppState
+    from gguf_mcp.upstream import upstream_client
 
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(serve, settings)
-    return 0
+    http, upstream = upstream_client(settings)  # a proxy it cannot use is a configuration error, now
+
+    async def serve() -> None:
+        async with http:
+            state = AppState(settings, upstream)
+            if settings.transport == "http":
+                from gguf_mcp.http import serve_http
+
+                await serve_http(state)
+            else:
+                await build_server(state).run_stdio_async()
+
+    anyio.run(serve)

@@ -1,24 +1,37 @@
-"""Settings: read once at start-up from flags, environment and an optional TOML file.
+"""Settings: one validated pydantic model, read once at start-up from flags, environment and files.
 
-Every setting has an environment variable and a flag (`OPTIONS`, which `--help`, the README
-and `server.json` all describe). Anything wrong becomes one `ConfigError` line that names the
-setting and the fix; nothing here raises anything else.
+Every field of `Settings` that users set carries its environment variable, flag and help text
+(`setting()`); `--help`, the README table and `server.json` are all derived from those fields
+(`OPTIONS`). `load_settings` gathers the raw values (a flag wins over its variable, a secret comes
+from its variable or its file) and validates them in one `model_validate`; anything wrong becomes
+one `ConfigError` line that names the setting and the fix, with every secret value masked.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.config import JsonDict
 
 from gguf_mcp.errors import ConfigError
+from gguf_mcp.redaction import Redactor
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,14 +40,14 @@ else:  # pragma: no cover - Python 3.10 only
 
 GGUF_CLOUD_ROOT = "https://modelslab.com/api/gguf"
 DEFAULT_KEY_ENV = "MODELSLAB_API_KEY"
-DEFAULT_TIMEOUT = 600.0
-DEFAULT_MAX_RETRIES = 3
 TOOL_NAMES = ("list_models", "chat", "messages", "complete", "embed")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+MIN_TOKEN_LENGTH = 32
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DEPLOYMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
 
 
 @dataclass(frozen=True)
@@ -48,146 +61,49 @@ class Option:
     metavar: str | None = None
     secret: bool = False
     switch: bool = False  # a flag without a value (sets "true"); its variable takes true/false
+    file: bool = False  # the value is a path (server.json's "filepath")
+    number: bool = False
+
+    @property
+    def setting(self) -> str:
+        """How error messages name it: the variable, and the flag when there is one."""
+        return f"{self.env} ({self.flag})" if self.flag else self.env
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option(
-        "api_key",
-        "",
-        DEFAULT_KEY_ENV,
-        "ModelsLab API key for GGUF Cloud (a secret: environment or --api-key-file only). Optional for a "
-        "self-hosted llama-server started without --api-key.",
-        secret=True,
-    ),
-    Option(
-        "api_key_file",
-        "--api-key-file",
-        "MODELSLAB_API_KEY_FILE",
-        f"File holding the API key (instead of {DEFAULT_KEY_ENV}).",
-        "PATH",
-    ),
-    Option(
-        "deployment_id",
-        "--deployment-id",
-        "GGUF_DEPLOYMENT_ID",
-        f"GGUF Cloud deployment id; the base URL becomes {GGUF_CLOUD_ROOT}/<id>.",
-        "ID",
-    ),
-    Option(
-        "base_url",
-        "--base-url",
-        "GGUF_BASE_URL",
-        "Base URL of a deployment or of any llama-server, with or without /v1 (instead of GGUF_DEPLOYMENT_ID).",
-        "URL",
-    ),
-    Option(
-        "config",
-        "--config",
-        "GGUF_MCP_CONFIG",
-        "TOML file naming several deployments (see README); replaces GGUF_DEPLOYMENT_ID and GGUF_BASE_URL.",
-        "PATH",
-    ),
-    Option(
-        "timeout",
-        "--timeout",
-        "GGUF_MCP_TIMEOUT",
-        f"Upstream read time-out in seconds (default {DEFAULT_TIMEOUT:g}; long generations need long ones).",
-        "SECONDS",
-    ),
-    Option(
-        "max_retries",
-        "--max-retries",
-        "GGUF_MCP_MAX_RETRIES",
-        f"Retries for a deployment that is not ready, restarting or rate limiting (default {DEFAULT_MAX_RETRIES}).",
-        "N",
-    ),
-    Option(
-        "deadline",
-        "--deadline",
-        "GGUF_MCP_DEADLINE",
-        "Seconds after which chat/messages stop and return the partial output, marked incomplete (default: "
-        "none). Set it below a client's fixed time-out, e.g. 50 for Claude Desktop's 60.",
-        "SECONDS",
-    ),
-    Option(
-        "transport",
-        "--transport",
-        "GGUF_MCP_TRANSPORT",
-        "stdio (default; for clients that spawn the server) or http (Streamable HTTP at /mcp).",
-        "{stdio,http}",
-    ),
-    Option(
-        "tools",
-        "--tools",
-        "GGUF_MCP_TOOLS",
-        f"Comma-separated tools to expose (default: all of {', '.join(TOOL_NAMES)}); fewer tools, less context.",
-        "LIST",
-    ),
-    Option(
-        "host",
-        "--host",
-        "GGUF_MCP_HOST",
-        "HTTP bind address (default 127.0.0.1). Any other address requires GGUF_MCP_AUTH_TOKEN.",
-        "HOST",
-    ),
-    Option("port", "--port", "GGUF_MCP_PORT", "HTTP port (default 8000).", "PORT"),
-    Option(
-        "auth_token",
-        "",
-        "GGUF_MCP_AUTH_TOKEN",
-        "Bearer token HTTP clients must send (a secret: environment or --auth-token-file only).",
-        secret=True,
-    ),
-    Option(
-        "auth_token_file",
-        "--auth-token-file",
-        "GGUF_MCP_AUTH_TOKEN_FILE",
-        "File holding the HTTP clients' bearer token (instead of GGUF_MCP_AUTH_TOKEN).",
-        "PATH",
-    ),
-    Option(
-        "allowed_hosts",
-        "--allowed-hosts",
-        "GGUF_MCP_ALLOWED_HOSTS",
-        "Comma-separated Host headers to accept besides loopback, e.g. mcp.example.com (reverse proxies).",
-        "LIST",
-    ),
-    Option(
-        "allowed_origins",
-        "--allowed-origins",
-        "GGUF_MCP_ALLOWED_ORIGINS",
-        "Comma-separated browser Origins to accept besides loopback, e.g. https://app.example.com.",
-        "LIST",
-    ),
-    Option(
-        "stateless",
-        "--stateless",
-        "GGUF_MCP_STATELESS",
-        "HTTP without sessions, for several workers behind any load balancer (2025-era clients lose "
-        "cancellation; see README).",
-        switch=True,
-    ),
-    Option(
-        "log_format",
-        "--log-format",
-        "GGUF_MCP_LOG_FORMAT",
-        "text (default) or json: one JSON object per line on stderr.",
-        "{text,json}",
-    ),
-    Option(
-        "log_level",
-        "--log-level",
-        "GGUF_MCP_LOG_LEVEL",
-        "Log level on stderr: debug, info, warning (default) or error.",
-        "LEVEL",
-    ),
-)
-OPTION_BY_DEST = {o.dest: o for o in OPTIONS}
+def setting(
+    default: Any,
+    env: str,
+    flag: str,
+    help: str,
+    *,
+    metavar: str | None = None,
+    secret: bool = False,
+    switch: bool = False,
+    file: bool = False,
+    **constraints: Any,
+) -> Any:
+    """A user-facing field: its default, constraints, and how users set it."""
+    extra: JsonDict = {"env": env, "flag": flag, "metavar": metavar, "secret": secret, "switch": switch, "file": file}
+    return Field(default, description=help, json_schema_extra=extra, **constraints)
 
 
-@dataclass(frozen=True)
-class Deployment:
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+
+
+class Deployment(BaseModel):
     """One upstream: where it is, how to authenticate, and what the agent is told about it."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     base_url: str
@@ -196,31 +112,268 @@ class Deployment:
     description: str = ""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the server needs, validated."""
+class DeploymentTable(BaseModel):
+    """One `[deployments.<name>]` table of the TOML file."""
 
-    deployments: dict[str, Deployment]
-    default_deployment: str
-    timeout: float = DEFAULT_TIMEOUT
-    max_retries: int = DEFAULT_MAX_RETRIES
-    deadline: float | None = None
-    transport: Literal["stdio", "http"] = "stdio"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "WARNING"
-    log_format: Literal["text", "json"] = "text"
-    tools: tuple[str, ...] = TOOL_NAMES
-    auth_token: SecretStr | None = None
-    allowed_hosts: tuple[str, ...] = ()
-    allowed_origins: tuple[str, ...] = ()
-    stateless: bool = False
-    secrets: tuple[str, ...] = field(default=(), repr=False)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    deployment_id: str | None = None
+    base_url: str | None = None
+    api_key_env: Annotated[str, Field(pattern=_ENV_NAME)] = DEFAULT_KEY_ENV
+    description: str = ""
 
 
-def _setting(dest: str) -> str:
-    o = OPTION_BY_DEST[dest]
-    return f"{o.env} ({o.flag})" if o.flag else o.env
+class ConfigFile(BaseModel):
+    """The TOML file naming several deployments."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    default: str | None = None
+    deployments: Annotated[dict[str, DeploymentTable], Field(min_length=1)]
+
+
+class Settings(BaseModel):
+    """Everything the server needs, validated. Fields with an `env` are what users set."""
+
+    model_config = ConfigDict(frozen=True, validate_default=False)
+
+    # Where the deployments are (exactly one of these three).
+    deployment_id: str | None = setting(
+        None,
+        "GGUF_DEPLOYMENT_ID",
+        "--deployment-id",
+        f"GGUF Cloud deployment id; the base URL becomes {GGUF_CLOUD_ROOT}/<id>.",
+        metavar="ID",
+    )
+    base_url: str | None = setting(
+        None,
+        "GGUF_BASE_URL",
+        "--base-url",
+        "Base URL of a deployment or of any llama-server, with or without /v1 (instead of GGUF_DEPLOYMENT_ID).",
+        metavar="URL",
+    )
+    config: Path | None = setting(
+        None,
+        "GGUF_MCP_CONFIG",
+        "--config",
+        "TOML file naming several deployments (see README); replaces GGUF_DEPLOYMENT_ID and GGUF_BASE_URL.",
+        metavar="PATH",
+        file=True,
+    )
+    api_key: SecretStr | None = setting(
+        None,
+        DEFAULT_KEY_ENV,
+        "",
+        "ModelsLab API key for GGUF Cloud (a secret: environment or --api-key-file only). Optional for a "
+        "self-hosted llama-server started without --api-key.",
+        secret=True,
+    )
+    api_key_file: Path | None = setting(
+        None,
+        "MODELSLAB_API_KEY_FILE",
+        "--api-key-file",
+        f"File holding the API key (instead of {DEFAULT_KEY_ENV}).",
+        metavar="PATH",
+        file=True,
+    )
+    # Upstream requests.
+    timeout: float = setting(
+        600.0,
+        "GGUF_MCP_TIMEOUT",
+        "--timeout",
+        "Upstream read time-out in seconds (default 600; long generations need long ones).",
+        metavar="SECONDS",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    max_retries: int = setting(
+        3,
+        "GGUF_MCP_MAX_RETRIES",
+        "--max-retries",
+        "Retries for a deployment that is not ready, restarting or rate limiting (default 3).",
+        metavar="N",
+        ge=0,
+        le=10,
+    )
+    deadline: float | None = setting(
+        None,
+        "GGUF_MCP_DEADLINE",
+        "--deadline",
+        "Seconds after which chat/messages stop and return the partial output, marked incomplete (default: "
+        "none). Set it below a client's fixed time-out, e.g. 50 for Claude Desktop's 60.",
+        metavar="SECONDS",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    upstream_connections: int = setting(
+        256,
+        "GGUF_MCP_UPSTREAM_CONNECTIONS",
+        "--upstream-connections",
+        "Most connections open to the deployments at once, i.e. generations in flight (default 256); "
+        "calls beyond it wait for a free one.",
+        metavar="N",
+        ge=1,
+        le=100_000,
+    )
+    # What the agent sees.
+    tools: CommaList = setting(
+        TOOL_NAMES,
+        "GGUF_MCP_TOOLS",
+        "--tools",
+        f"Comma-separated tools to expose (default: all of {', '.join(TOOL_NAMES)}); fewer tools, less context.",
+        metavar="LIST",
+    )
+    # Transport.
+    transport: Annotated[Literal["stdio", "http"], BeforeValidator(_lower)] = setting(
+        "stdio",
+        "GGUF_MCP_TRANSPORT",
+        "--transport",
+        "stdio (default; for clients that spawn the server) or http (Streamable HTTP at /mcp).",
+        metavar="{stdio,http}",
+    )
+    host: str = setting(
+        "127.0.0.1",
+        "GGUF_MCP_HOST",
+        "--host",
+        "HTTP bind address (default 127.0.0.1). Any other address requires GGUF_MCP_AUTH_TOKEN.",
+        metavar="HOST",
+    )
+    port: int = setting(8000, "GGUF_MCP_PORT", "--port", "HTTP port (default 8000).", metavar="PORT", ge=0, le=65535)
+    auth_token: SecretStr | None = setting(
+        None,
+        "GGUF_MCP_AUTH_TOKEN",
+        "",
+        f"Bearer token HTTP clients must send, at least {MIN_TOKEN_LENGTH} characters (a secret: environment or "
+        "--auth-token-file only).",
+        secret=True,
+    )
+    auth_token_file: Path | None = setting(
+        None,
+        "GGUF_MCP_AUTH_TOKEN_FILE",
+        "--auth-token-file",
+        "File holding the HTTP clients' bearer token (instead of GGUF_MCP_AUTH_TOKEN).",
+        metavar="PATH",
+        file=True,
+    )
+    allowed_hosts: CommaList = setting(
+        (),
+        "GGUF_MCP_ALLOWED_HOSTS",
+        "--allowed-hosts",
+        "Comma-separated Host headers to accept besides loopback, e.g. mcp.example.com (reverse proxies).",
+        metavar="LIST",
+    )
+    allowed_origins: CommaList = setting(
+        (),
+        "GGUF_MCP_ALLOWED_ORIGINS",
+        "--allowed-origins",
+        "Comma-separated browser Origins to accept besides loopback, e.g. https://app.example.com.",
+        metavar="LIST",
+    )
+    stateless: bool = setting(
+        False,
+        "GGUF_MCP_STATELESS",
+        "--stateless",
+        "HTTP without sessions, for several workers behind any load balancer (2025-era clients lose "
+        "cancellation; see README).",
+        switch=True,
+    )
+    # Logs.
+    log_format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = setting(
+        "text",
+        "GGUF_MCP_LOG_FORMAT",
+        "--log-format",
+        "text (default) or json: one JSON object per line on stderr.",
+        metavar="{text,json}",
+    )
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(str.upper)] = setting(
+        "WARNING",
+        "GGUF_MCP_LOG_LEVEL",
+        "--log-level",
+        "Log level on stderr: debug, info, warning (default) or error.",
+        metavar="LEVEL",
+    )
+
+    # Derived by the validator below, not set by users.
+    deployments: dict[str, Deployment] = Field(default_factory=dict, exclude=True)
+    default_deployment: str = Field("", exclude=True)
+
+    @field_validator("api_key", "auth_token")
+    @classmethod
+    def _one_visible_line(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None:
+            bad = next((i for i, c in enumerate(value.get_secret_value()) if not c.isprintable() or c.isspace()), None)
+            if bad is not None:
+                raise ValueError(
+                    f"the value has whitespace or a control character at position {bad + 1} (a second line, a pasted "
+                    "CR/LF?); it must be one line of visible characters: copy it again"
+                )
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, tools: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [t for t in tools if t not in TOOL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown tool(s) {', '.join(unknown)}; choose from {', '.join(TOOL_NAMES)}")
+        return tuple(dict.fromkeys(tools)) or TOOL_NAMES
+
+    @field_validator("allowed_hosts", "allowed_origins")
+    @classmethod
+    def _no_spaces(cls, items: tuple[str, ...]) -> tuple[str, ...]:
+        for item in items:
+            if any(c.isspace() for c in item):
+                raise ValueError(f"{item!r} contains spaces; separate entries with commas")
+        return items
+
+    @model_validator(mode="after")
+    def _deployments_and_exposure(self, info: ValidationInfo) -> Settings:
+        environ: Mapping[str, str] = (info.context or {}).get("environ", {})
+        if not self.deployments:
+            deployments, default = _deployments(self, environ)
+            object.__setattr__(self, "deployments", deployments)
+            object.__setattr__(self, "default_deployment", default)
+        if self.transport == "http":
+            _check_exposure(self)
+        return self
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value this process holds: the deployments' keys and the clients' token."""
+        found = [d.api_key.get_secret_value() for d in self.deployments.values() if d.api_key]
+        if self.auth_token is not None:
+            found.append(self.auth_token.get_secret_value())
+        return tuple(dict.fromkeys(found))
+
+
+def _options() -> tuple[Option, ...]:
+    options = []
+    for dest, field in Settings.model_fields.items():
+        extra = field.json_schema_extra
+        if not isinstance(extra, dict):
+            continue
+        number = field.annotation in (int, float, int | None, float | None)
+        options.append(
+            Option(
+                dest=dest,
+                flag=str(extra["flag"]),
+                env=str(extra["env"]),
+                help=field.description or "",
+                metavar=extra["metavar"] if isinstance(extra["metavar"], str) else None,
+                secret=bool(extra["secret"]),
+                switch=bool(extra["switch"]),
+                file=bool(extra["file"]),
+                number=number,
+            )
+        )
+    return tuple(options)
+
+
+OPTIONS: tuple[Option, ...] = _options()
+"""Every user-facing setting, in declaration order: what `--help`, the README and server.json list."""
+OPTION_BY_DEST = {o.dest: o for o in OPTIONS}
+
+
+# --- URLs -----------------------------------------------------------------------------------------
 
 
 def normalize_base_url(raw: str, setting: str) -> str:
@@ -256,224 +409,229 @@ def deployment_url(deployment_id: str, setting: str) -> str:
     return f"{GGUF_CLOUD_ROOT}/{deployment_id}"
 
 
-def _read_secret_file(path: str, dest: str) -> str:
-    try:
-        value = Path(path).expanduser().read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{_setting(dest)}: cannot read {path!r} ({exc.strerror}).") from None
-    if not value:
-        raise ConfigError(f"{_setting(dest)}: {path!r} is empty; put the secret in it.")
-    return value
-
-
-def _list(raw: str | None, dest: str) -> tuple[str, ...]:
-    items = tuple(item.strip() for item in (raw or "").split(",") if item.strip())
-    for item in items:
-        if any(c.isspace() for c in item):
-            raise ConfigError(f"{_setting(dest)}: {item!r} contains spaces; separate entries with commas.")
-    return items
-
-
-def _bool(raw: str | None, dest: str) -> bool:
-    if raw is None:
-        return False
-    value = raw.lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{_setting(dest)}: {raw!r} is not true or false.")
-
-
-def _positive_float(raw: str, dest: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{_setting(dest)}: {raw!r} is not a positive number of seconds (e.g. 60).")
-    return value
-
-
-def _int_in(raw: str, dest: str, low: int, high: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise ConfigError(f"{_setting(dest)}: {raw!r} is not a whole number from {low} to {high}.")
-    return value
-
-
-def _key(environ: Mapping[str, str], env_name: str, required_for: str | None) -> SecretStr | None:
-    value = environ.get(env_name, "").strip()
-    if value:
-        return SecretStr(value)
-    if required_for:
-        raise ConfigError(
-            f"{env_name} is not set: deployment {required_for!r} on GGUF Cloud needs the account's API key. "
-            "Set it in the server's environment (your MCP client's \"env\" block)."
-        )
-    return None
-
-
 def _needs_key(base_url: str) -> bool:
     return base_url.startswith(GGUF_CLOUD_ROOT + "/")
 
 
-def _deployments_from_toml(
-    path: str, environ: Mapping[str, str], default_key: str | None
-) -> tuple[dict[str, Deployment], str]:
-    setting = _setting("config")
-    try:
-        data = tomllib.loads(Path(path).expanduser().read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{setting}: cannot read {path!r} ({exc.strerror}).") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{setting}: {path!r} is not valid TOML ({exc}).") from None
+# --- Deployments ------------------------------------------------------------------------------
 
-    unknown = set(data) - {"default", "deployments"}
-    if unknown:
+
+def _missing_key(env_name: str, what: str) -> ConfigError:
+    return ConfigError(
+        f"{env_name} is not set: {what} on GGUF Cloud needs the account's API key. Set it in the server's "
+        f'environment (your MCP client\'s "env" block), or use {OPTION_BY_DEST["api_key_file"].setting}.'
+    )
+
+
+def _deployments(s: Settings, environ: Mapping[str, str]) -> tuple[dict[str, Deployment], str]:
+    o = OPTION_BY_DEST
+    if s.config and (s.deployment_id or s.base_url):
+        other = o["deployment_id" if s.deployment_id else "base_url"].setting
         raise ConfigError(
-            f"{setting}: unknown top-level key(s) {sorted(unknown)}; expected 'default' and [deployments.<name>]."
+            f"{o['config'].setting} is set together with {other}: name every deployment in the TOML file and "
+            "unset the other."
         )
-    tables = data.get("deployments")
-    if not isinstance(tables, dict) or not tables:
-        raise ConfigError(f"{setting}: {path!r} defines no [deployments.<name>] table.")
+    if s.deployment_id and s.base_url:
+        raise ConfigError(f"Set only one of {o['deployment_id'].setting} or {o['base_url'].setting}, not both.")
+    if s.config:
+        return _deployments_from_toml(s.config, environ, s.api_key)
+    if s.deployment_id or s.base_url:
+        url = (
+            deployment_url(s.deployment_id, o["deployment_id"].setting)
+            if s.deployment_id
+            else normalize_base_url(s.base_url or "", o["base_url"].setting)
+        )
+        if _needs_key(url) and s.api_key is None:
+            raise _missing_key(DEFAULT_KEY_ENV, "the deployment")
+        return {"default": Deployment(name="default", base_url=url, api_key=s.api_key)}, "default"
+    raise ConfigError(
+        f"No deployment configured: set {o['deployment_id'].setting} for GGUF Cloud, {o['base_url'].setting} for "
+        f"any llama-server, or {o['config'].setting} for several."
+    )
+
+
+def _deployments_from_toml(
+    path: Path, environ: Mapping[str, str], default_key: SecretStr | None
+) -> tuple[dict[str, Deployment], str]:
+    setting = OPTION_BY_DEST["config"].setting
+    text = _read_text(path, setting)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{setting}: {str(path)!r} is not valid TOML ({exc}).") from None
+    try:
+        parsed = ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{setting}: {_toml_problem(exc)}") from None
 
     deployments: dict[str, Deployment] = {}
-    for name, table in tables.items():
+    for name, table in parsed.deployments.items():
         where = f"{setting}: [deployments.{name}]"
         if not _NAME.match(name):
             raise ConfigError(f"{where}: the name must be letters, digits, '-', '_' or '.' (at most 64).")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where} must be a table.")
-        extra = set(table) - {"deployment_id", "base_url", "api_key_env", "description"}
-        if extra:
-            raise ConfigError(
-                f"{where}: unknown key(s) {sorted(extra)}; allowed: deployment_id, base_url, api_key_env, description."
-            )
-        deployments[name] = _deployment_from_table(name, table, where, environ, default_key)
+        if (table.deployment_id is None) == (table.base_url is None):
+            raise ConfigError(f"{where}: set exactly one of deployment_id or base_url.")
+        url = (
+            deployment_url(table.deployment_id, f"{where} deployment_id")
+            if table.deployment_id is not None
+            else normalize_base_url(table.base_url or "", f"{where} base_url")
+        )
+        if table.api_key_env == DEFAULT_KEY_ENV and default_key is not None:
+            key: SecretStr | None = default_key
+        else:
+            key = _secret_from_env(environ, table.api_key_env)
+            if key is None and _needs_key(url):
+                raise _missing_key(table.api_key_env, f"deployment {name!r}")
+        deployments[name] = Deployment(
+            name=name, base_url=url, api_key=key, key_env=table.api_key_env, description=table.description.strip()
+        )
 
-    default = data.get("default", next(iter(deployments)))
+    default = parsed.default or next(iter(deployments))
     if default not in deployments:
         raise ConfigError(f"{setting}: default = {default!r} is not one of the deployments ({', '.join(deployments)}).")
     return deployments, default
 
 
-def _deployment_from_table(
-    name: str, table: dict[str, Any], where: str, environ: Mapping[str, str], default_key: str | None
-) -> Deployment:
-    for k in table:
-        if not isinstance(table[k], str):
-            raise ConfigError(f"{where}: {k} must be a string.")
-    dep_id: str | None = table.get("deployment_id")
-    base: str | None = table.get("base_url")
-    if dep_id is not None and base is None:
-        url = deployment_url(dep_id, f"{where} deployment_id")
-    elif base is not None and dep_id is None:
-        url = normalize_base_url(base, f"{where} base_url")
-    else:
-        raise ConfigError(f"{where}: set exactly one of deployment_id or base_url.")
-    key_env = table.get("api_key_env", DEFAULT_KEY_ENV)
-    if not _ENV_NAME.match(key_env):
-        raise ConfigError(f"{where}: api_key_env = {key_env!r} is not an environment variable name.")
-    if key_env == DEFAULT_KEY_ENV and default_key is not None:
-        key: SecretStr | None = SecretStr(default_key)
-    else:
-        key = _key(environ, key_env, name if _needs_key(url) else None)
-    return Deployment(name, url, key, key_env, table.get("description", "").strip())
+def _toml_problem(exc: ValidationError) -> str:
+    # An unknown key first: it usually explains the missing one (a typo of it).
+    error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    loc = [str(part) for part in error["loc"]]
+    if error["type"] == "extra_forbidden":
+        if len(loc) == 1:
+            return f"unknown top-level key {loc[0]!r}; expected 'default' and [deployments.<name>]."
+        return (
+            f"[deployments.{loc[1]}]: unknown key {loc[-1]!r}; allowed: deployment_id, base_url, api_key_env, "
+            "description."
+        )
+    if loc == ["deployments"]:
+        return "defines no [deployments.<name>] table."
+    where = f"[deployments.{loc[1]}] {'.'.join(loc[2:])}" if loc[0] == "deployments" and len(loc) > 1 else loc[0]
+    if loc[-1] == "api_key_env" and error["type"] == "string_pattern_mismatch":
+        return f"{where} = {error['input']!r} is not an environment variable name."
+    if error["type"] == "string_type":
+        return f"{where} must be a string."
+    return f"{where}: {error['msg'].lower()}."
 
 
-def parse_settings(values: Mapping[str, str | None], environ: Mapping[str, str]) -> Settings:
-    """Validate raw values (flag value if given, else the environment) into `Settings`."""
+# --- Reading raw values -----------------------------------------------------------------------
 
-    def get(dest: str) -> str | None:
-        value = values.get(dest)
-        if value is None:
-            value = environ.get(OPTION_BY_DEST[dest].env)
-        return value.strip() if value is not None and value.strip() else None
 
-    key_file = get("api_key_file")
-    default_key = (
-        _read_secret_file(key_file, "api_key_file") if key_file else (environ.get(DEFAULT_KEY_ENV, "").strip() or None)
-    )
-
-    config, dep_id, base = get("config"), get("deployment_id"), get("base_url")
-    if config and (dep_id or base):
-        other = _setting("deployment_id" if dep_id else "base_url")
+def _read_text(path: Path, setting: str) -> str:
+    try:
+        raw = path.expanduser().read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {str(path)!r} ({exc.strerror}).") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"{_setting('config')} is set together with {other}: name every deployment in the TOML file and "
-            "unset the other."
+            f"{setting}: {str(path)!r} is not UTF-8 text (byte {exc.start + 1} is invalid); save it as UTF-8."
+        ) from None
+
+
+def _read_secret_file(path: str, dest: str) -> str:
+    setting = OPTION_BY_DEST[dest].setting
+    value = _read_text(Path(path), setting)
+    # One trailing line break is how editors save a file; anything else inside is a mistake.
+    value = value.removesuffix("\n").removesuffix("\r")
+    if not value.strip():
+        raise ConfigError(f"{setting}: {path!r} is empty; put the secret in it.")
+    return value
+
+
+def _secret_from_env(environ: Mapping[str, str], name: str) -> SecretStr | None:
+    value = environ.get(name, "")
+    if not value:
+        return None
+    bad = next((i for i, c in enumerate(value) if not c.isprintable() or c.isspace()), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{name}: the value has whitespace or a control character at position {bad + 1}; it must be one line "
+            "of visible characters: copy it again."
         )
-    if dep_id and base:
-        raise ConfigError(f"Set only one of {_setting('deployment_id')} or {_setting('base_url')}, not both.")
-    if config:
-        deployments, default = _deployments_from_toml(config, environ, default_key)
-    elif dep_id or base:
-        url = (
-            deployment_url(dep_id, _setting("deployment_id"))
-            if dep_id
-            else normalize_base_url(base or "", _setting("base_url"))
-        )
-        if _needs_key(url) and default_key is None:
+    return SecretStr(value)
+
+
+def _secret_candidates(environ: Mapping[str, str]) -> list[str]:
+    """Values that may be secret before the settings exist: to mask them in a configuration error."""
+    return [v for k, v in environ.items() if k.upper().endswith(_SECRET_SUFFIXES) and len(v) >= 8]
+
+
+def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> Settings:
+    """Validate the flags (`dest` -> value, None when not given) and environment into `Settings`.
+
+    Raises `ConfigError` (one line naming the setting and the fix, every secret masked) and
+    nothing else.
+    """
+    masked = _secret_candidates(environ)
+    try:
+        raw: dict[str, Any] = {}
+        for o in OPTIONS:
+            value = flags.get(o.dest)
+            if value is None:
+                value = environ.get(o.env)
+            if value is None or not value.strip():
+                continue
+            raw[o.dest] = value if o.secret else value.strip()
+        for secret, file in (("api_key", "api_key_file"), ("auth_token", "auth_token_file")):
+            if file in raw:
+                raw[secret] = _read_secret_file(raw[file], file)
+                masked.append(raw[secret])
+            elif secret in raw:
+                masked.append(raw[secret])
+        try:
+            return Settings.model_validate(raw, context={"environ": environ})
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+    except ConfigError as exc:
+        raise ConfigError(Redactor(masked).text(str(exc))) from None
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    """The first problem pydantic found, as one line naming the setting (its value unless secret)."""
+    error = exc.errors()[0]
+    dest = str(error["loc"][0]) if error["loc"] else ""
+    option = OPTION_BY_DEST.get(dest)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if option is None:
+        return ConfigError(message)
+    if option.secret:
+        return ConfigError(f"{option.setting}: {message}.")
+    value = error["input"]
+    hint = {
+        "timeout": "a positive number of seconds (e.g. 60)",
+        "deadline": "a positive number of seconds (e.g. 50)",
+        "max_retries": "a whole number from 0 to 10",
+        "port": "a whole number from 0 to 65535",
+        "upstream_connections": "a whole number from 1 to 100000",
+        "stateless": "true or false",
+        "transport": "'stdio' or 'http'",
+        "log_format": "'text' or 'json'",
+        "log_level": "debug, info, warning or error",
+    }.get(dest)
+    if hint is not None:
+        return ConfigError(f"{option.setting}: {str(value)!r} is not {hint}.")
+    return ConfigError(f"{option.setting}: {message}.")
+
+
+def _check_exposure(s: Settings) -> None:
+    """HTTP beyond this machine spends the account's key for whoever reaches it: demand a token."""
+    if s.auth_token is None:
+        if s.host not in LOOPBACK_HOSTS:
             raise ConfigError(
-                f"{DEFAULT_KEY_ENV} is not set: GGUF Cloud needs the account's API key. Set it in the server's "
-                f'environment (your MCP client\'s "env" block), or use {_setting("api_key_file")}.'
+                f"{OPTION_BY_DEST['host'].setting} = {s.host!r} exposes the server beyond this machine, and anyone "
+                "who reaches it spends your API key: set GGUF_MCP_AUTH_TOKEN (or --auth-token-file) to a long random "
+                "token, or bind 127.0.0.1."
             )
-        key = SecretStr(default_key) if default_key else None
-        deployments, default = {"default": Deployment("default", url, key)}, "default"
-    else:
+        public = [h for h in s.allowed_hosts if h.lower().rsplit(":", 1)[0].strip("[]") not in LOOPBACK_HOSTS]
+        if public:
+            raise ConfigError(
+                f"{OPTION_BY_DEST['allowed_hosts'].setting} names {public[0]!r}: a reverse proxy makes the server "
+                "reachable beyond this machine, and anyone who reaches it spends your API key. Set GGUF_MCP_AUTH_TOKEN "
+                "(or --auth-token-file) to a long random token."
+            )
+    elif len(s.auth_token.get_secret_value()) < MIN_TOKEN_LENGTH:
         raise ConfigError(
-            f"No deployment configured: set {_setting('deployment_id')} for GGUF Cloud, {_setting('base_url')} for "
-            f"any llama-server, or {_setting('config')} for several."
+            f"GGUF_MCP_AUTH_TOKEN is {len(s.auth_token.get_secret_value())} characters; use at least "
+            f"{MIN_TOKEN_LENGTH} random ones, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
         )
-
-    transport = get("transport") or "stdio"
-    if transport not in ("stdio", "http"):
-        raise ConfigError(f"{_setting('transport')}: {transport!r} is not 'stdio' or 'http'.")
-    log_level = (get("log_level") or "warning").upper()
-    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"{_setting('log_level')}: {log_level.lower()!r} is not debug, info, warning or error.")
-    timeout, retries, port, deadline = get("timeout"), get("max_retries"), get("port"), get("deadline")
-    host = get("host") or "127.0.0.1"
-    log_format = get("log_format") or "text"
-    if log_format not in ("text", "json"):
-        raise ConfigError(f"{_setting('log_format')}: {log_format!r} is not 'text' or 'json'.")
-    tools = _list(get("tools"), "tools") or TOOL_NAMES
-    unknown_tools = [t for t in tools if t not in TOOL_NAMES]
-    if unknown_tools:
-        raise ConfigError(
-            f"{_setting('tools')}: unknown tool(s) {', '.join(unknown_tools)}; choose from {', '.join(TOOL_NAMES)}."
-        )
-
-    token_file = get("auth_token_file")
-    token_value = _read_secret_file(token_file, "auth_token_file") if token_file else get("auth_token")
-    auth_token = SecretStr(token_value) if token_value else None
-    if transport == "http" and auth_token is None and host not in LOOPBACK_HOSTS:
-        raise ConfigError(
-            f"{_setting('host')} = {host!r} exposes the server beyond this machine, and anyone who reaches it "
-            "spends your API key: set GGUF_MCP_AUTH_TOKEN (or --auth-token-file) to a long random token, or bind "
-            "127.0.0.1."
-        )
-    secrets = tuple(d.api_key.get_secret_value() for d in deployments.values() if d.api_key)
-    if auth_token is not None:
-        secrets += (auth_token.get_secret_value(),)
-    return Settings(
-        deployments=deployments,
-        default_deployment=default,
-        timeout=_positive_float(timeout, "timeout") if timeout else DEFAULT_TIMEOUT,
-        max_retries=_int_in(retries, "max_retries", 0, 10) if retries else DEFAULT_MAX_RETRIES,
-        deadline=_positive_float(deadline, "deadline") if deadline else None,
-        transport=transport,  # type: ignore[arg-type]  # checked just above
-        host=host,
-        port=_int_in(port, "port", 0, 65535) if port else 8000,
-        log_level=log_level,
-        log_format=log_format,  # type: ignore[arg-type]  # checked above
-        tools=tuple(dict.fromkeys(tools)),
-        auth_token=auth_token,
-        allowed_hosts=_list(get("allowed_hosts"), "allowed_hosts"),
-        allowed_origins=_list(get("allowed_origins"), "allowed_origins"),
-        stateless=_bool(get("stateless"), "stateless"),
-        secrets=secrets,
-    )

@@ -1,22 +1,22 @@
 """`gguf-mcp doctor`: check the settings, then every deployment for real, one line per check.
 
 Each deployment gets the requests the tools make, through the same `UpstreamClient` (so the
-auth headers, routes and retries are the server's own): `GET /v1/models`, then a one-token
-`POST /v1/chat/completions` and `POST /v1/messages`. Failures print the text of the error
-gguf-mcp would report to an agent, which already says what to do. Deployments are checked
-concurrently and printed in configuration order. Imports no MCP SDK: it starts fast.
+auth headers, routes and retries are the server's own): the shared health check
+(`GET /v1/models`), then a one-token `POST /v1/chat/completions` and `POST /v1/messages`.
+Failures print the text of the error gguf-mcp would report to an agent, which already says what
+to do, after the error's label. Deployments are checked concurrently and printed in
+configuration order. Imports no MCP SDK: it starts fast.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
 
-from gguf_mcp.catalog import parse_models
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.errors import (
     AuthenticationFailed,
@@ -25,14 +25,20 @@ from gguf_mcp.errors import (
     DeploymentNotFound,
     DeploymentNotReady,
     DeploymentUnreachable,
-    InvalidResponse,
+    GGUFMCPError,
     NotSupported,
+    NotTLS,
+    ProxyFailed,
     RateLimited,
+    Redirected,
+    UpstreamBusy,
     UpstreamError,
     UpstreamTimeout,
-    redact,
+    unexpected_shape,
 )
-from gguf_mcp.upstream import CHAT, MESSAGES, MODELS, UpstreamClient, open_upstream
+from gguf_mcp.health import Health, check_models
+from gguf_mcp.redaction import Redactor
+from gguf_mcp.upstream import CHAT, MESSAGES, MODELS, UpstreamClient, upstream_client
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -43,27 +49,21 @@ PROBE = [{"role": "user", "content": "Say OK."}]
 ROUTES = (("chat completion", CHAT, "chat"), ("messages", MESSAGES, "messages"))
 """What a one-token request is sent to: label, route, and the tool that uses the route."""
 
-# Failures after which the deployment's other routes cannot answer either.
-_UNREACHABLE = (
+Status = Literal["ok", "FAIL", "--"]
+
+_BLOCKING = (
     ConnectionFailed,
     CertificateRejected,
+    NotTLS,
+    ProxyFailed,
+    Redirected,
     UpstreamTimeout,
+    UpstreamBusy,
     DeploymentNotReady,
     DeploymentUnreachable,
     RateLimited,
 )
-_LABELS: dict[type[UpstreamError], str] = {
-    ConnectionFailed: "not reachable",
-    CertificateRejected: "certificate rejected",
-    UpstreamTimeout: "no answer",
-    DeploymentNotReady: "not ready",
-    DeploymentUnreachable: "not answering",
-    RateLimited: "rate limited",
-    AuthenticationFailed: "key rejected",
-    DeploymentNotFound: "not found",
-}
-
-Status = Literal["ok", "FAIL", "--"]
+"""Failures of the model list after which the deployment's other routes cannot answer either."""
 
 
 @dataclass(frozen=True)
@@ -79,28 +79,31 @@ class Check:
 
 
 def run_doctor(settings: Settings) -> int:
-    """Print every check to stdout; 0 when all pass, 1 when any failed."""
-    return anyio.run(_doctor, settings)
+    """Print every check to stdout; 0 when all pass, 1 when any failed. Raises `ConfigError` only."""
+    http, upstream = upstream_client(settings.model_copy(update={"timeout": min(settings.timeout, MAX_WAIT)}))
+    if logging.getLogger().level > logging.DEBUG:
+        # Retry warnings would interleave with the check lines; each check's outcome says it all.
+        logging.getLogger("gguf_mcp.upstream").setLevel(logging.ERROR)
+    return anyio.run(_doctor, settings, http, upstream)
 
 
-async def _doctor(settings: Settings) -> int:
+async def _doctor(settings: Settings, http: Any, upstream: UpstreamClient) -> int:
+    redactor = Redactor(settings.secrets)
     checks: list[Check] = []
 
     def emit(check: Check) -> None:
         checks.append(check)
-        print(redact(check.line(), settings.secrets), flush=True)
+        print(redactor.text(check.line()), flush=True)
 
     names = ", ".join(settings.deployments)
     default = f"; default {settings.default_deployment}" if len(settings.deployments) > 1 else ""
     emit(Check("ok", "configuration", f"valid; deployments: {names}{default}"))
 
-    probe_settings = dataclasses.replace(settings, timeout=min(settings.timeout, MAX_WAIT))
     deployments = list(settings.deployments.values())
     found: list[list[Check]] = [[] for _ in deployments]
     finished = [anyio.Event() for _ in deployments]
 
-    async with open_upstream(probe_settings) as upstream:
-        await upstream.open()  # so the times shown are the deployment's, not our start-up's
+    async with http:
 
         async def check(index: int) -> None:
             try:
@@ -129,25 +132,20 @@ async def _doctor(settings: Settings) -> int:
 async def check_deployment(upstream: UpstreamClient, dep: Deployment, tools: tuple[str, ...]) -> list[Check]:
     """Reachable, key accepted, model listed, then one token on each selected protocol."""
     name = dep.name
-    started = time.monotonic()
-    try:
-        models = await upstream.get(dep, MODELS)
-    except _UNREACHABLE as exc:
-        return [_fail(name, exc), _skip(name, "key, model and completions not checked until this is fixed")]
-    except (AuthenticationFailed, DeploymentNotFound) as exc:
+    health = await check_models(upstream, dep)
+    if isinstance(health.error, _BLOCKING):
+        return [_fail(name, health.error), _skip(name, "key, model and completions not checked until this is fixed")]
+    reachable = _reachable(dep, health)
+    if isinstance(health.error, AuthenticationFailed | DeploymentNotFound):
         return [
-            _reachable(dep, started),
-            _fail(name, exc),
+            reachable,
+            _fail(name, health.error),
             _skip(name, "model and completions not checked until this is fixed"),
         ]
-    except UpstreamError as exc:  # it answered, but not with a model list: the routes may still work
-        model = _fail(name, exc, "model list")
-    else:
-        model = _model_check(dep, models)
-    reachable = _reachable(dep, started)
+    model = _model_check(health)
 
     completions: list[Check] = []
-    rejected: AuthenticationFailed | None = None
+    rejected: GGUFMCPError | None = None
     for label, route, tool in ROUTES:
         if tool not in tools:
             completions.append(_skip(name, f"{label} not checked: GGUF_MCP_TOOLS leaves the {tool} tool out"))
@@ -178,18 +176,19 @@ async def check_deployment(upstream: UpstreamClient, dep: Deployment, tools: tup
     return [reachable, key, model, *completions]
 
 
-def _fail(subject: str, exc: UpstreamError, label: str = "", hint: str = "") -> Check:
+def _fail(subject: str, exc: GGUFMCPError | None, label: str = "", hint: str = "") -> Check:
     """The error's own text (what happened, what to do), after a short label for scanning."""
-    return Check("FAIL", subject, f"{label or _LABELS.get(type(exc)) or type(exc).__name__}: {exc}{hint}")
+    return Check("FAIL", subject, f"{label or (exc.label if exc else 'error')}: {exc}{hint}")
 
 
 def _skip(subject: str, text: str) -> Check:
     return Check("--", subject, text)
 
 
-def _reachable(dep: Deployment, started: float) -> Check:
-    ms = (time.monotonic() - started) * 1000
-    return Check("ok", dep.name, f"reachable at {dep.base_url} (GET {MODELS} answered in {ms:.0f} ms)")
+def _reachable(dep: Deployment, health: Health) -> Check:
+    status = health.error.status if isinstance(health.error, UpstreamError) else None
+    answer = f"answered HTTP {status}" if status else "answered"
+    return Check("ok", dep.name, f"reachable at {dep.base_url} (GET {MODELS} {answer} in {health.elapsed_ms:.0f} ms)")
 
 
 def _key_check(dep: Deployment, answers: list[Check]) -> Check:
@@ -200,22 +199,18 @@ def _key_check(dep: Deployment, answers: list[Check]) -> Check:
     return Check("ok", dep.name, f"key accepted ({dep.key_env})")
 
 
-def _model_check(dep: Deployment, data: Any) -> Check:
-    try:
-        models = parse_models(dep, data)
-    except InvalidResponse:
-        models, listed = [], False
-    else:
-        listed = True
-    if not models:
-        what = "lists no model" if listed else "is not a model list"
+def _model_check(health: Health) -> Check:
+    dep = health.deployment
+    if health.error is not None:
+        return _fail(dep.name, health.error, "model list")
+    if not health.models:
         return Check(
             "FAIL",
             dep.name,
-            f"Deployment {dep.name!r}: GET {MODELS} {what}. Check that the base URL points at a llama-server or "
-            "GGUF Cloud deployment with a model loaded.",
+            f"Deployment {dep.name!r}: GET {MODELS} lists no model. Check that the base URL points at a llama-server "
+            "or GGUF Cloud deployment with a model loaded.",
         )
-    described = [(m.id, f" (context {m.context_size})" if m.context_size else "") for m in models]
+    described = [(m.id, f" (context {m.context_size})" if m.context_size else "") for m in health.models]
     if len(described) == 1:
         return Check("ok", dep.name, "model {} listed{}".format(*described[0]))
     return Check("ok", dep.name, "models {} listed".format(", ".join(i + c for i, c in described)))
@@ -229,7 +224,6 @@ def _expect(dep: Deployment, route: str, label: str, data: Any) -> None:
     else:
         valid = isinstance(data, dict) and isinstance(data.get("content"), list)
     if not valid:
-        raise InvalidResponse(
-            f"Deployment {dep.name!r} sent a {label} response without the fields its protocol promises (starting "
-            f"{str(data)[:80]!r}). Check that the base URL points at a llama-server or GGUF Cloud deployment."
+        raise unexpected_shape(
+            dep.name, f"a {label} response without the fields its protocol promises (starting {str(data)[:80]!r})"
         )

@@ -30,9 +30,9 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 import anyio
+import httpx2
 import uvicorn
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
@@ -47,23 +47,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import STARTUP_FAILURE
 
-from gguf_mcp.config import LOOPBACK_HOSTS, Deployment, Settings, parse_settings
-from gguf_mcp.errors import (
-    AuthenticationFailed,
-    CertificateRejected,
-    ConfigError,
-    ConnectionFailed,
-    DeploymentNotFound,
-    DeploymentNotReady,
-    DeploymentUnreachable,
-    InvalidResponse,
-    RateLimited,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from gguf_mcp.config import LOOPBACK_HOSTS, Settings, load_settings
+from gguf_mcp.errors import ConfigError, report_config_error
+from gguf_mcp.health import check_all
 from gguf_mcp.logs import configure_logging, request_id
 from gguf_mcp.server import build_server
-from gguf_mcp.upstream import MODELS, UpstreamClient, open_upstream
+from gguf_mcp.tools import AppState
+from gguf_mcp.upstream import NO_RETRY, upstream_client
 
 log = logging.getLogger(__name__)
 
@@ -218,78 +208,36 @@ class RequestGate:
 # --- Readiness ------------------------------------------------------------------------------------
 
 
-def _category(error: UpstreamError) -> str:
-    """A short, secret-free name for why a deployment is not ready (never the upstream's text)."""
-    categories: tuple[tuple[type[UpstreamError] | tuple[type[UpstreamError], ...], str], ...] = (
-        (AuthenticationFailed, "key rejected"),
-        (DeploymentNotFound, "not found"),
-        ((DeploymentNotReady, DeploymentUnreachable), "not ready"),
-        (RateLimited, "rate limited"),
-        (ConnectionFailed, "unreachable"),
-        (CertificateRejected, "certificate rejected"),
-        (UpstreamTimeout, "timed out"),
-        (InvalidResponse, "invalid response"),
-    )
-    for kind, name in categories:
-        if isinstance(error, kind):
-            return name
-    return "error"
-
-
 class Readiness:
-    """Whether every deployment answers `GET /v1/models` with its key, re-checked at most every `ttl` s.
+    """Whether every deployment answers the shared health check, re-checked at most every `ttl` s.
 
-    Uses the upstream client (`open_upstream`, same routes and auth) without retries and with a
-    short time-out: a probe must answer quickly and say why, not wait out a retry policy meant
-    for calls. Concurrent probes share one check.
+    A probe must answer quickly and say why: each check waits at most PROBE_TIMEOUT_S, without
+    retries, through the server's own upstream client. Concurrent probes share one check.
     """
 
-    def __init__(self, settings: Settings, ttl: float = READY_TTL_S) -> None:
-        self._settings = replace(settings, max_retries=0, timeout=PROBE_TIMEOUT_S)
+    def __init__(self, state: AppState, ttl: float = READY_TTL_S) -> None:
+        self._state = state
         self._ttl = ttl
-        self._upstream: UpstreamClient | None = None
-        self._lock: anyio.Lock | None = None
+        self._lock = anyio.Lock()
         self._states: dict[str, str] = {}
         self._checked_at = -math.inf
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        async with open_upstream(self._settings) as upstream:
-            self._upstream, self._lock = upstream, anyio.Lock()
-            try:
-                yield
-            finally:
-                self._upstream = None
-
     async def states(self) -> dict[str, str]:
-        """Deployment name -> "ok" or a short category, in configuration order."""
-        assert self._lock is not None, "used outside running()"
+        """Deployment name -> "ok" or the failure's short label, in configuration order."""
         async with self._lock:
             if time.monotonic() - self._checked_at >= self._ttl:
-                found: dict[str, tuple[str, str]] = {}
-                async with anyio.create_task_group() as tg:
-                    for deployment in self._settings.deployments.values():
-                        tg.start_soon(self._probe, deployment, found)
-                for name, (state, why) in found.items():  # log changes only, not every probe
-                    if state != self._states.get(name, "ok"):
-                        if state == "ok":
+                deployments = list(self._state.settings.deployments.values())
+                found = await check_all(self._state.upstream, deployments, within=PROBE_TIMEOUT_S, retry=NO_RETRY)
+                for health in found:  # log changes only, not every probe
+                    name = health.deployment.name
+                    if health.label != self._states.get(name, "ok"):
+                        if health.ok:
                             log.warning("Deployment %r is ready again", name)
                         else:
-                            log.warning("Deployment %r is not ready (%s): %s", name, state, why)
-                self._states = {name: found[name][0] for name in self._settings.deployments}
+                            log.warning("Deployment %r is not ready (%s): %s", name, health.label, health.error)
+                self._states = {health.deployment.name: health.label for health in found}
                 self._checked_at = time.monotonic()
             return dict(self._states)
-
-    async def _probe(self, deployment: Deployment, found: dict[str, tuple[str, str]]) -> None:
-        assert self._upstream is not None
-        found[deployment.name] = ("timed out", f"no answer in {PROBE_TIMEOUT_S:g} s")
-        with anyio.move_on_after(PROBE_TIMEOUT_S):
-            try:
-                await self._upstream.get(deployment, MODELS)
-            except UpstreamError as exc:
-                found[deployment.name] = (_category(exc), str(exc))
-            else:
-                found[deployment.name] = ("ok", "")
 
     async def endpoint(self, _: Request) -> Response:
         states = await self.states()
@@ -309,14 +257,15 @@ async def healthz(_: Request) -> Response:
 # --- The app and how it runs ---------------------------------------------------------------------
 
 
-def build_app(settings: Settings) -> ASGIApp:
-    """The whole HTTP app for these settings (build one per process)."""
+def build_app(state: AppState) -> ASGIApp:
+    """The whole HTTP app over `state` (build one per process)."""
+    settings = state.settings
     # sse-starlette ends every open event stream the moment uvicorn is asked to exit, which would
     # cut calls in flight. Ours end with their call (GET streams are refused), so let them finish;
     # uvicorn's graceful-shutdown bound still ends whatever outlives it.
     AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
     token_verifier, auth = client_auth(settings)
-    server = build_server(settings, token_verifier=token_verifier, auth=auth)
+    server = build_server(state, token_verifier=token_verifier, auth=auth)
     security = transport_security(settings)
     mcp_app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
@@ -325,11 +274,11 @@ def build_app(settings: Settings) -> ASGIApp:
         transport_security=security,
         host=settings.host,
     )
-    readiness = Readiness(settings)
+    readiness = Readiness(state)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with readiness.running(), server.session_manager.run():
+        async with server.session_manager.run():
             yield
 
     routes = [
@@ -347,19 +296,34 @@ def create_app() -> ASGIApp:
     uvicorn's own flags set the bind address, port and shutdown bound; see README.
     """
     try:
-        settings = parse_settings({"transport": "http"}, os.environ)
+        settings = load_settings({"transport": "http"}, os.environ)
+        http, upstream = upstream_client(settings)
     except ConfigError as exc:
-        print(f"gguf-mcp: configuration error: {exc}", file=sys.stderr)
+        print(report_config_error(exc), file=sys.stderr)
         # uvicorn's "failed to start" code: its supervisor then stops instead of restarting workers.
         raise SystemExit(STARTUP_FAILURE) from None
     configure_logging(settings)
-    return build_app(settings)
+    return _closing(build_app(AppState(settings, upstream)), http)
 
 
-async def serve_http(settings: Settings) -> None:
+def _closing(app: ASGIApp, http: httpx2.AsyncClient) -> ASGIApp:
+    """`app`, closing the upstream connections when the ASGI server shuts it down."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        async with http:
+            await app(scope, receive, send)
+
+    return wrapped
+
+
+async def serve_http(state: AppState) -> None:
     """`gguf-mcp --transport http`: one process; SIGTERM lets calls finish for up to SHUTDOWN_GRACE_S."""
+    settings = state.settings
     config = uvicorn.Config(
-        build_app(settings),
+        build_app(state),
         host=settings.host,
         port=settings.port,
         log_config=None,  # keep ours (redacting, text or JSON); uvicorn's would bypass it

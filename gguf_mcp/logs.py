@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from datetime import datetime, timezone
 
 from gguf_mcp.config import Settings
-from gguf_mcp.errors import redact
+from gguf_mcp.redaction import Redactor
 
 request_id: ContextVar[str | None] = ContextVar("gguf_mcp_request_id", default=None)
 """The id of the HTTP request being served (None outside one); echoed as `X-Request-Id`."""
@@ -30,16 +30,16 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Sequence[str]) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if s]
+        self._redactor = Redactor(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message, self._secrets)
+        cleaned = self._redactor.text(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
-            if any(s in text for s in self._secrets):
+            if self._redactor.text(text) != text:
                 record.exc_info, record.exc_text = None, None
                 record.msg = f"{record.msg} [traceback withheld: it contained a secret]"
         return True

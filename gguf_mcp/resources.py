@@ -1,7 +1,7 @@
 """MCP resources: the configured deployments and the model each serves, for clients that browse.
 
 `gguf://deployments` lists them all; `gguf://deployments/<name>` is one. Reading queries the
-deployment's `/v1/models` live, through the same upstream client the tools use.
+deployment's `/v1/models` live, through the same health check the tools use.
 """
 
 from __future__ import annotations
@@ -10,31 +10,28 @@ from collections.abc import Callable
 
 from mcp.server.mcpserver.resources import FunctionResource, Resource
 
-from gguf_mcp.config import Settings
 from gguf_mcp.tools import AppState, ModelsResult, query_models
 
 JSON = "application/json"
 
 
-def build_resources(settings: Settings, state: Callable[[], AppState]) -> list[Resource]:
-    """`state` returns the lifespan's AppState (resources get no request context of their own)."""
+def build_resources(state: AppState) -> list[Resource]:
+    settings = state.settings
 
     def reader(names: list[str]) -> Callable[[], object]:
         async def read() -> str:
-            current = state()
-            found = await query_models(current, [current.settings.deployments[n] for n in names])
+            found = await query_models(state, [settings.deployments[n] for n in names])
             return ModelsResult(deployments=found).model_dump_json(indent=2, exclude_none=True)
 
         return read
 
-    every = list(settings.deployments)
     resources: list[Resource] = [
         FunctionResource(
             uri="gguf://deployments",
             name="deployments",
             description="Every configured deployment and the model it serves.",
             mime_type=JSON,
-            fn=reader(every),
+            fn=reader(list(settings.deployments)),
         )
     ]
     for name, dep in settings.deployments.items():

@@ -8,7 +8,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
+
+
+class Assembler(Protocol):
+    """Takes one protocol's stream events and rebuilds its non-streamed response."""
+
+    tokens: int
+
+    @property
+    def text(self) -> str: ...
+
+    def add(self, event: dict[str, Any]) -> str: ...
+
+    def response(self, finish_reason: str | None = None, /) -> dict[str, Any]: ...
 
 
 class EventTooLarge(Exception):

@@ -1,30 +1,41 @@
 """The MCP tools: thin adapters from typed arguments to one upstream call and a typed result.
 
 Descriptions are written for the model that reads them, and kept short: every character of
-`tools/list` is context the agent pays for.
+`tools/list` is context the agent pays for. Argument models bound what one call can ask for
+(list lengths, nesting, integers the upstream can represent), so a huge or hostile call is
+refused before it costs memory or reaches a deployment.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import time
-from contextlib import aclosing
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, ParamSpec
 
-import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
-from gguf_mcp.catalog import ModelInfo, parse_models
+from gguf_mcp.catalog import ModelInfo
 from gguf_mcp.config import Deployment, Settings
-from gguf_mcp.errors import GGUFMCPError, InvalidResponse, NotSupported, UnknownDeployment
-from gguf_mcp.streams import ChatStream, CompletionStream, MessagesStream
-from gguf_mcp.upstream import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, MODELS, UpstreamClient
+from gguf_mcp.errors import GGUFMCPError, NotSupported, UnknownDeployment, no_embeddings, unexpected_shape
+from gguf_mcp.generation import generate
+from gguf_mcp.health import check_all
+from gguf_mcp.protocols import (
+    ANTHROPIC_MESSAGES,
+    OPENAI_CHAT,
+    OPENAI_COMPLETION,
+    ChatResult,
+    CompletionResult,
+    MessagesResult,
+    Protocol,
+    usage,
+)
+from gguf_mcp.schemas import compact, prune
+from gguf_mcp.upstream import EMBEDDINGS, UpstreamClient
 
 
 @dataclass(frozen=True)
@@ -41,10 +52,38 @@ class AppState:
         try:
             return deployments[name]
         except KeyError:
-            raise ToolError(str(UnknownDeployment(name, deployments))) from None
+            raise UnknownDeployment(name, deployments) from None
 
 
 Ctx = Context[AppState, Any]
+
+# ---------------------------------------------------------------------------------------------
+# Limits: generous for any real conversation, small enough that one call cannot exhaust memory.
+
+MAX_MESSAGES = 4096
+MAX_BLOCKS = 1024
+MAX_TOOLS = 512
+MAX_STOP = 64
+MAX_INPUTS = 2048
+MAX_DEPTH = 32
+INT32 = 2**31 - 1
+UINT32 = 2**32 - 1
+
+
+def _depth(value: Any, limit: int = MAX_DEPTH) -> Any:
+    """Refuse free-form JSON nested deeper than `limit` (a schema, content blocks, tool definitions)."""
+    stack = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            if level > limit:
+                raise ValueError(f"nested deeper than {limit} levels")
+            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return value
+
+
+JSONObject = Annotated[dict[str, Any], AfterValidator(_depth)]
+Blocks = Annotated[list[JSONObject], Field(max_length=MAX_BLOCKS)]
 
 # ---------------------------------------------------------------------------------------------
 # Arguments
@@ -66,28 +105,37 @@ class ToolCall(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | Blocks | None = None
     # Typed so that a malformed one is the caller's validation error, not the deployment's 500.
     name: str | None = None
     tool_call_id: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOLS)] | None = None
 
 
 # An Anthropic message: a user or assistant turn, text or content blocks.
 class AnthropicMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["user", "assistant"]
-    content: str | list[dict[str, Any]]
+    content: str | Blocks
+
+
+_MESSAGES = Field(min_length=1, max_length=MAX_MESSAGES, description='e.g. [{"role":"user","content":"Hi"}]')
+_ARRAY = WithJsonSchema({"type": "array", "maxItems": MAX_MESSAGES})
+ChatMessages = Annotated[list[ChatMessage], _MESSAGES, _ARRAY]
+AnthropicMessages = Annotated[list[AnthropicMessage], _MESSAGES, _ARRAY]
 
 
 DeploymentArg = Annotated[str | None, Field()]  # its schema becomes the enum of configured names
 Deadline = Annotated[float | None, Field(gt=0, description="Seconds; then partial output.")]
-MaxTokens = Annotated[int | None, Field(ge=1)]
+MaxTokens = Annotated[int | None, Field(ge=1, le=INT32)]
 Temperature = Annotated[float | None, Field(ge=0, le=2)]
 TopP = Annotated[float | None, Field(ge=0, le=1)]
-JSONObject = dict[str, Any]
+Seed = Annotated[int | None, Field(ge=-1, le=UINT32)]
+Tools = Annotated[list[JSONObject] | None, Field(max_length=MAX_TOOLS)]
 # Schemas say the common form in fewer characters; validation still takes every documented one.
-Stop = Annotated[list[str] | str | None, WithJsonSchema({"type": ["array", "string"]})]
+Stop = Annotated[
+    Annotated[list[str], Field(max_length=MAX_STOP)] | str | None, WithJsonSchema({"type": ["array", "string"]})
+]
 
 # ---------------------------------------------------------------------------------------------
 # Results
@@ -103,45 +151,6 @@ class DeploymentModels(BaseModel):
 
 class ModelsResult(BaseModel):
     deployments: list[DeploymentModels]
-
-
-class ChatUsage(BaseModel):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    total_tokens: int | None = None
-
-
-class ChatResult(BaseModel):
-    text: str
-    finish_reason: str | None = None
-    tool_calls: list[JSONObject] | None = None
-    reasoning: str | None = None
-    usage: ChatUsage | None = None
-    model: str | None = None
-    deployment: str
-
-
-class MessagesUsage(BaseModel):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-
-
-class MessagesResult(BaseModel):
-    text: str
-    content: list[JSONObject]
-    stop_reason: str | None = None
-    stop_sequence: str | None = None
-    usage: MessagesUsage | None = None
-    model: str | None = None
-    deployment: str
-
-
-class CompletionResult(BaseModel):
-    text: str
-    finish_reason: str | None = None
-    usage: ChatUsage | None = None
-    model: str | None = None
-    deployment: str
 
 
 class Embedding(BaseModel):
@@ -163,28 +172,41 @@ class EmbedResult(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------
+# Errors: the one place an error becomes what the agent reads
+
+P = ParamSpec("P")
+
+
+def reports_errors(fn: Callable[P, Awaitable[CallToolResult]]) -> Callable[P, Awaitable[CallToolResult]]:
+    """Turn every `GGUFMCPError` a tool raises into a tool error carrying its message (redacted
+    upstream already); anything else is a bug, which the SDK reports without details."""
+
+    @functools.wraps(fn)
+    async def tool(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
+        try:
+            return await fn(*args, **kwargs)
+        except GGUFMCPError as exc:
+            raise ToolError(str(exc)) from None
+
+    return tool
+
+
+# ---------------------------------------------------------------------------------------------
 # Tools
 
 
 async def query_models(state: AppState, targets: list[Deployment]) -> list[DeploymentModels]:
     """Every target's models, queried concurrently; one failure is reported in its entry only."""
-    found = [
+    return [
         DeploymentModels(
-            deployment=d.name, description=d.description or None, default=d.name == state.settings.default_deployment
+            deployment=health.deployment.name,
+            description=health.deployment.description or None,
+            default=health.deployment.name == state.settings.default_deployment,
+            models=health.models,
+            error=str(health.error) if health.error else None,
         )
-        for d in targets
+        for health in await check_all(state.upstream, targets)
     ]
-
-    async def query(entry: DeploymentModels, dep: Deployment) -> None:
-        try:
-            entry.models = parse_models(dep, await state.upstream.get(dep, MODELS))
-        except GGUFMCPError as exc:
-            entry.error = str(exc)
-
-    async with anyio.create_task_group() as tg:
-        for entry, dep in zip(found, targets, strict=True):
-            tg.start_soon(query, entry, dep)
-    return found
 
 
 async def list_models(ctx: Ctx, deployment: DeploymentArg = None) -> Annotated[CallToolResult, ModelsResult]:
@@ -192,8 +214,6 @@ async def list_models(ctx: Ctx, deployment: DeploymentArg = None) -> Annotated[C
     state = ctx.request_context.lifespan_context
     targets = [state.deployment(deployment)] if deployment else list(state.settings.deployments.values())
     found = await query_models(state, targets)
-    result = ModelsResult(deployments=found)
-    failed = all(d.error for d in found)
     lines = []
     for d in found:
         head = f"{d.deployment}{' (default)' if d.default else ''}"
@@ -204,23 +224,19 @@ async def list_models(ctx: Ctx, deployment: DeploymentArg = None) -> Annotated[C
             lines.append(f"{head}: {m.id}{ctx_size}")
         if d.description:
             lines.append(f"  {d.description}")
-    return _result("\n".join(lines), result, is_error=failed)
+    return _result("\n".join(lines), ModelsResult(deployments=found), is_error=all(d.error for d in found))
 
 
 async def chat(
     ctx: Ctx,
-    messages: Annotated[
-        list[ChatMessage],
-        Field(min_length=1, description='e.g. [{"role":"user","content":"Hi"}]'),
-        WithJsonSchema({"type": "array"}),
-    ],
+    messages: ChatMessages,
     deployment: DeploymentArg = None,
     max_tokens: MaxTokens = None,
     temperature: Temperature = None,
     top_p: TopP = None,
     stop: Stop = None,
-    seed: int | None = None,
-    tools: list[JSONObject] | None = None,
+    seed: Seed = None,
+    tools: Tools = None,
     tool_choice: Annotated[str | JSONObject | None, WithJsonSchema({"type": ["string", "object"]})] = None,
     response_format: Annotated[
         JSONObject | None, Field(description='e.g. {"type":"json_schema","json_schema":{"schema":{}}}')
@@ -228,97 +244,37 @@ async def chat(
     deadline: Deadline = None,
 ) -> Annotated[CallToolResult, ChatResult]:
     """Chat with the deployed model (OpenAI chat completions)."""
-    state = ctx.request_context.lifespan_context
-    dep = state.deployment(deployment)
-    body: dict[str, Any] = {"model": "local", "messages": [m.model_dump(exclude_unset=True) for m in messages]}
-    _put(
-        body,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        stop=stop,
-        seed=seed,
-        tools=tools,
-        tool_choice=tool_choice,
-        response_format=response_format,
-    )
-    data, partial = await _generate(ctx, state, dep, CHAT, body, ChatStream(), deadline, max_tokens)
-    try:
-        choice = data["choices"][0]
-        message = choice.get("message") or {}
-        result = ChatResult(
-            text=message.get("content") or "",
-            finish_reason=choice.get("finish_reason"),
-            tool_calls=message.get("tool_calls") or None,
-            reasoning=message.get("reasoning_content") or None,
-            usage=_usage(ChatUsage, data),
-            model=data.get("model"),
-            deployment=dep.name,
-        )
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
-        raise _unexpected(dep, "a chat response without choices") from None
-    text = result.text
-    for call in result.tool_calls or []:
-        fn = call.get("function") or {}
-        text += f"\n[tool call {call.get('id', '')}: {fn.get('name')}({fn.get('arguments', '')})]"
-    return _finish(text, result, partial, result.finish_reason == "length", max_tokens)
+    body = {"messages": [m.model_dump(exclude_unset=True) for m in messages]}
+    optional: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p}
+    optional |= {
+        "stop": stop,
+        "seed": seed,
+        "tools": tools,
+        "tool_choice": tool_choice,
+        "response_format": response_format,
+    }
+    return await _generate(ctx, OPENAI_CHAT, deployment, body, optional, deadline, max_tokens)
 
 
 async def messages(
     ctx: Ctx,
-    messages: Annotated[
-        list[AnthropicMessage],
-        Field(min_length=1, description='e.g. [{"role":"user","content":"Hi"}]'),
-        WithJsonSchema({"type": "array"}),
-    ],
-    max_tokens: Annotated[int, Field(ge=1)],
+    messages: AnthropicMessages,
+    max_tokens: Annotated[int, Field(ge=1, le=INT32)],
     deployment: DeploymentArg = None,
-    system: Annotated[str | list[JSONObject] | None, WithJsonSchema({"type": ["string", "array"]})] = None,
+    system: Annotated[str | Blocks | None, WithJsonSchema({"type": ["string", "array"]})] = None,
     temperature: Annotated[float | None, Field(ge=0, le=1)] = None,
     top_p: TopP = None,
-    top_k: Annotated[int | None, Field(ge=1)] = None,
-    stop_sequences: list[str] | None = None,
-    tools: list[JSONObject] | None = None,
+    top_k: Annotated[int | None, Field(ge=1, le=INT32)] = None,
+    stop_sequences: Annotated[list[str] | None, Field(max_length=MAX_STOP)] = None,
+    tools: Tools = None,
     tool_choice: JSONObject | None = None,
     deadline: Deadline = None,
 ) -> Annotated[CallToolResult, MessagesResult]:
     """Chat with the deployed model (Anthropic Messages API)."""
-    state = ctx.request_context.lifespan_context
-    dep = state.deployment(deployment)
-    body: dict[str, Any] = {
-        "model": "local",
-        "max_tokens": max_tokens,
-        "messages": [m.model_dump() for m in messages],
-    }
-    _put(
-        body,
-        system=system,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        stop_sequences=stop_sequences,
-        tools=tools,
-        tool_choice=tool_choice,
-    )
-    data, partial = await _generate(ctx, state, dep, MESSAGES, body, MessagesStream(), deadline, max_tokens)
-    try:
-        content = data["content"]
-        result = MessagesResult(
-            text="".join(b.get("text", "") for b in content if b.get("type") == "text"),
-            content=content,
-            stop_reason=data.get("stop_reason"),
-            stop_sequence=data.get("stop_sequence"),
-            usage=_usage(MessagesUsage, data),
-            model=data.get("model"),
-            deployment=dep.name,
-        )
-    except (KeyError, TypeError, AttributeError, ValueError):
-        raise _unexpected(dep, "a messages response without content") from None
-    text = result.text
-    for block in result.content:
-        if block.get("type") == "tool_use":
-            text += f"\n[tool_use {block.get('id', '')}: {block.get('name')}({json.dumps(block.get('input'))})]"
-    return _finish(text, result, partial, result.stop_reason == "max_tokens", max_tokens)
+    body = {"max_tokens": max_tokens, "messages": [m.model_dump() for m in messages]}
+    optional: dict[str, Any] = {"system": system, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+    optional |= {"stop_sequences": stop_sequences, "tools": tools, "tool_choice": tool_choice}
+    return await _generate(ctx, ANTHROPIC_MESSAGES, deployment, body, optional, deadline, max_tokens)
 
 
 async def complete(
@@ -329,61 +285,44 @@ async def complete(
     temperature: Temperature = None,
     top_p: TopP = None,
     stop: Stop = None,
-    seed: int | None = None,
+    seed: Seed = None,
     deadline: Deadline = None,
 ) -> Annotated[CallToolResult, CompletionResult]:
     """Continue a raw prompt (OpenAI completions, no chat template)."""
-    state = ctx.request_context.lifespan_context
-    dep = state.deployment(deployment)
-    body: dict[str, Any] = {"model": "local", "prompt": prompt}
-    _put(body, max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed)
-    data, partial = await _generate(ctx, state, dep, COMPLETIONS, body, CompletionStream(), deadline, max_tokens)
-    try:
-        choice = data["choices"][0]
-        result = CompletionResult(
-            text=choice.get("text") or "",
-            finish_reason=choice.get("finish_reason"),
-            usage=_usage(ChatUsage, data),
-            model=data.get("model"),
-            deployment=dep.name,
-        )
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
-        raise _unexpected(dep, "a completion response without choices") from None
-    text = result.text
-    return _finish(text, result, partial, result.finish_reason == "length", max_tokens)
+    optional = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "stop": stop, "seed": seed}
+    return await _generate(ctx, OPENAI_COMPLETION, deployment, {"prompt": prompt}, optional, deadline, max_tokens)
 
 
 async def embed(
     ctx: Ctx,
-    input: Annotated[str | list[str], Field(min_length=1), WithJsonSchema({"type": ["string", "array"]})],
+    input: Annotated[
+        str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=MAX_INPUTS)],
+        Field(min_length=1),
+        WithJsonSchema({"type": ["string", "array"]}),
+    ],
     deployment: DeploymentArg = None,
 ) -> Annotated[CallToolResult, EmbedResult]:
     """Embed a text or a list of texts (OpenAI embeddings)."""
     state = ctx.request_context.lifespan_context
     dep = state.deployment(deployment)
-    if isinstance(input, list) and (not input or not all(input)):
-        raise ToolError("input: give a non-empty text, or a non-empty list of non-empty texts.")
     try:
         data = await state.upstream.post(dep, EMBEDDINGS, {"model": "local", "input": input})
     except NotSupported as exc:
-        raise ToolError(
-            f"Deployment {dep.name!r} does not serve embeddings: its model or server is not set up for them "
-            f"(llama-server needs --embeddings). Use a deployment of an embedding model. ({exc})"
-        ) from None
-    except GGUFMCPError as exc:
-        raise ToolError(str(exc)) from None
+        raise no_embeddings(dep.name, exc) from None
     try:
-        vectors = [Embedding(index=item["index"], embedding=item["embedding"]) for item in data["data"]]
-        vectors.sort(key=lambda v: v.index)
+        vectors = sorted(
+            (Embedding(index=item["index"], embedding=item["embedding"]) for item in data["data"]),
+            key=lambda v: v.index,
+        )
         result = EmbedResult(
             embeddings=vectors,
             dimensions=len(vectors[0].embedding) if vectors else 0,
-            usage=_usage(EmbedUsage, data),
+            usage=usage(EmbedUsage, data),
             model=data.get("model"),
             deployment=dep.name,
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError):
-        raise _unexpected(dep, "an embeddings response without float vectors") from None
+        raise unexpected_shape(dep.name, "an embeddings response without float vectors") from None
     first = ", ".join(f"{x:.4f}" for x in vectors[0].embedding[:4]) if vectors else ""
     text = (
         f"{len(vectors)} embedding(s) of {result.dimensions} dimensions from {dep.name!r} "
@@ -396,131 +335,34 @@ async def embed(
 # Helpers
 
 
-def _put(body: dict[str, Any], **optional: Any) -> None:
-    """Copy the arguments the caller set; unset ones leave the deployment's defaults alone."""
-    body.update((k, v) for k, v in optional.items() if v is not None)
-
-
-async def _call(state: AppState, dep: Deployment, route: str, body: dict[str, Any]) -> Any:
-    try:
-        return await state.upstream.post(dep, route, body)
-    except GGUFMCPError as exc:
-        raise ToolError(str(exc)) from None
-
-
-class _Progress:
-    """`notifications/progress` as tokens arrive: the first at once, then at most every 0.1 s.
-
-    Each message carries the text generated since the previous one, so a client that joins
-    them gets the whole answer; `progress` counts tokens and only grows.
-    """
-
-    INTERVAL = 0.1
-
-    def __init__(self, ctx: Ctx, total: int | None) -> None:
-        self._ctx = ctx
-        self._total = float(total) if total else None
-        self._pending: list[str] = []
-        self._last = -math.inf
-
-    async def add(self, text: str, tokens: int) -> None:
-        if text:
-            self._pending.append(text)
-            if time.monotonic() - self._last >= self.INTERVAL:
-                await self.flush(tokens)
-
-    async def flush(self, tokens: int) -> None:
-        if self._pending:
-            message = "".join(self._pending)
-            self._pending.clear()
-            self._last = time.monotonic()
-            await self._ctx.report_progress(tokens, self._total, message)
-
-
 async def _generate(
     ctx: Ctx,
-    state: AppState,
-    dep: Deployment,
-    route: str,
+    protocol: Protocol,
+    deployment: str | None,
     body: dict[str, Any],
-    stream: ChatStream | MessagesStream | CompletionStream,
+    optional: dict[str, Any],
     deadline: float | None,
     max_tokens: int | None,
-) -> tuple[Any, float | None]:
-    """The deployment's answer as a non-streamed body, plus the deadline if it cut the answer short.
-
-    Streams only when it buys something (a progress token, or a deadline that needs the partial
-    text): a plain request is cheaper. Cancelling the call closes the upstream request.
-    """
-    meta = ctx.request_context.meta
-    wants_progress = bool(meta) and meta.get("progress_token") is not None  # type: ignore[union-attr]
-    deadline = deadline or state.settings.deadline
-    if not wants_progress and deadline is None:
-        return await _call(state, dep, route, body), None
-
-    progress = _Progress(ctx, max_tokens) if wants_progress else None
-    with anyio.move_on_after(deadline if deadline is not None else math.inf) as scope:
-        try:
-            async with aclosing(state.upstream.stream(dep, route, body)) as events:
-                async for event in events:
-                    new = stream.add(event)
-                    if progress is not None:
-                        await progress.add(new, stream.tokens)
-        except GGUFMCPError as exc:
-            partial = stream.text
-            detail = f" Partial output ({stream.tokens} tokens): {partial}" if partial else ""
-            raise ToolError(f"{exc}{detail}") from None
-    if progress is not None:
-        await progress.flush(stream.tokens)
-    if scope.cancelled_caught:
-        if not stream.tokens:
-            raise ToolError(
-                f"Deployment {dep.name!r} produced no output within the {deadline:g} s deadline. Try again, "
-                "or raise the deadline."
-            )
-        return stream.response("deadline"), deadline
-    return stream.response(), None
-
-
-def _unexpected(dep: Deployment, what: str) -> ToolError:
-    return ToolError(
-        str(
-            InvalidResponse(
-                f"Deployment {dep.name!r} sent {what}. Check that the base URL points at a llama-server or GGUF "
-                "Cloud deployment."
-            )
-        )
-    )
-
-
-def _finish(
-    text: str, result: BaseModel, partial: float | None, cut_by_max_tokens: bool, max_tokens: int | None
 ) -> CallToolResult:
-    """The result, its text saying when the output is incomplete (deadline) or cut (token limit)."""
-    if partial:
-        text += _deadline_note(partial)
-    elif cut_by_max_tokens:
-        text += _cut_note(max_tokens)
-    return _result(text, result)
-
-
-def _deadline_note(deadline: float) -> str:
-    return (
-        f"\n\n[Incomplete: stopped at the {deadline:g} s deadline. Call again with a longer deadline, or ask "
-        "to continue from here.]"
+    """The common path of chat, messages and complete: send, read, note incomplete or cut output."""
+    state = ctx.request_context.lifespan_context
+    dep = state.deployment(deployment)
+    # Unset arguments leave the deployment's defaults alone.
+    body = {"model": "local", **body, **{k: v for k, v in optional.items() if v is not None}}
+    answer = await generate(
+        ctx, state.upstream, dep, protocol, body, deadline=deadline or state.settings.deadline, max_tokens=max_tokens
     )
-
-
-def _usage(model: type[ChatUsage] | type[MessagesUsage] | type[EmbedUsage], data: Any) -> Any:
-    usage = data.get("usage")
-    if not isinstance(usage, dict):
-        return None
-    return model.model_validate({k: v for k, v in usage.items() if isinstance(v, int)})
-
-
-def _cut_note(max_tokens: int | None) -> str:
-    cap = f"max_tokens={max_tokens}" if max_tokens else "the deployment's token limit"
-    return f"\n\n[Output cut off: it reached {cap}. Call again with a larger max_tokens, or ask to continue.]"
+    reading = protocol.read(answer.data, dep.name)
+    text = reading.text
+    if answer.deadline:
+        text += (
+            f"\n\n[Incomplete: stopped at the {answer.deadline:g} s deadline. Call again with a longer deadline, or "
+            "ask to continue from here.]"
+        )
+    elif reading.cut_by_max_tokens:
+        cap = f"max_tokens={max_tokens}" if max_tokens else "the deployment's token limit"
+        text += f"\n\n[Output cut off: it reached {cap}. Call again with a larger max_tokens, or ask to continue.]"
+    return _result(text, reading.result)
 
 
 def _result(text: str, structured: BaseModel, *, is_error: bool = False) -> CallToolResult:
@@ -542,62 +384,17 @@ def build_tools(settings: Settings) -> list[Tool]:
     for fn in TOOLS:
         if fn.__name__ not in settings.tools:
             continue
-        tool = Tool.from_function(fn, annotations=READ_ONLY)
+        tool = Tool.from_function(reports_errors(fn), annotations=READ_ONLY)
         # With one deployment there is nothing to choose: the argument stays accepted, unadvertised.
         if len(names) > 1:
             tool.parameters["properties"]["deployment"] = {"type": "string", "enum": names}
         else:
             del tool.parameters["properties"]["deployment"]
-        _compact(tool.parameters)
+        compact(tool.parameters)
         output = tool.fn_metadata.output_schema
         if output is not None:
-            _compact(output)
-            # Results describe themselves; the schema names the fields, a level or two deep.
-            _prune(output, levels=2 if fn is list_models else 1)
+            compact(output)
+            # Results describe themselves; the schema names the top-level fields.
+            prune(output, levels=1)
         built.append(tool)
     return built
-
-
-def _prune(schema: dict[str, Any], levels: int) -> None:
-    """Keep `levels` levels of nested properties; below that, objects and arrays keep only their type."""
-    for prop in schema.get("properties", {}).values():
-        if levels <= 1:
-            for key in ("properties", "required", "items", "description"):
-                prop.pop(key, None)
-        else:
-            _prune(prop.get("items", prop) if prop.get("type") == "array" else prop, levels - 1)
-
-
-def _compact(schema: dict[str, Any]) -> None:
-    """Shrink a generated schema without changing what it accepts from an agent that omits
-    optional arguments: every character of `tools/list` is context the agent pays for.
-
-    Drops titles and defaults, `"additionalProperties": true` (the default), the `null` branch
-    of optional fields (omitting them means the same) and inlines `$defs`.
-    """
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, list):
-            return [walk(n) for n in node]
-        if not isinstance(node, dict):
-            return node
-        if "$ref" in node:
-            return walk(defs[node["$ref"].rsplit("/", 1)[1]])
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            if key in ("title", "default") or (key == "additionalProperties" and value is True):
-                continue
-            out[key] = {k: walk(v) for k, v in value.items()} if key == "properties" else walk(value)
-        if out.get("type") == "array" and out.get("items") == {"type": "object"}:
-            del out["items"]  # "an array" says as much to the reader; arguments are validated anyway
-        branches = out.get("anyOf")
-        if branches and {"type": "null"} in branches:
-            rest = [b for b in branches if b != {"type": "null"}]
-            del out["anyOf"]
-            out = {**rest[0], **out} if len(rest) == 1 else {"anyOf": rest, **out}
-        return out
-
-    compacted = walk(schema)
-    schema.clear()
-    schema.update(compacted)

@@ -1,53 +1,49 @@
-"""HTTP to the deployments: one pooled client, the right auth per protocol, one retry policy.
+"""HTTP to the deployments: one pooled httpx client, the right auth per protocol, one retry policy.
 
-The client is aiohttp, chosen by measurement (benchmarks/http_clients.py): a request costs a
-third of httpx's CPU, which is most of what a bridge adds to a call. Its import (~90 ms, 9 MiB)
-waits for the first upstream request and runs on a worker thread: a server that is started but
-never used (clients start every configured server) stays small and starts fast, and the event
-loop keeps serving meanwhile.
+The client is `httpx2`, the maintained line of httpx that the MCP SDK already installs and
+imports. It brings what a well-behaved HTTP client owes its user from the environment
+(`trust_env`): HTTPS_PROXY / HTTP_PROXY / ALL_PROXY with credentials, NO_PROXY, SSL_CERT_FILE /
+SSL_CERT_DIR and the system's CA store. Redirects are never followed: a deployment answering
+3xx would otherwise receive, elsewhere, the key and the prompt.
 
 Knows nothing about MCP. Every request goes to a configured deployment's root plus one of the
-fixed routes below, so no tool argument can steer a request anywhere else.
+fixed routes below, so no tool argument can steer a request anywhere else. What a deployment
+sends back is read within size caps and redacted (decoded strings, so escaped echoes too)
+before anyone else sees it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import importlib
 import json
 import logging
-import os
 import random
 import ssl
 import time
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
+import httpx2
 
 from gguf_mcp import __version__
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.errors import (
-    ConfigError,
     TransportFailure,
     UpstreamError,
     error_for_status,
     error_for_transport,
     invalid_response,
-    redact,
+    redirected,
     stream_broken,
     stream_error,
     too_large,
+    unsupported_proxy,
 )
+from gguf_mcp.redaction import Redactor
 from gguf_mcp.streams import EventTooLarge, sse_events
-
-if TYPE_CHECKING:
-    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +59,8 @@ MAX_BODY = 32 * 1024 * 1024
 MAX_EVENT = 1024 * 1024
 MAX_ERROR_BODY = 64 * 1024
 USER_AGENT = f"gguf-mcp/{__version__}"
+CONNECT_TIMEOUT_S = 10.0
+WRITE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -93,153 +91,93 @@ class RetryPolicy:
         return wait
 
 
-def _failure(exc: BaseException) -> tuple[TransportFailure, str]:
-    """What kind of transport failure an aiohttp exception is, and its text for the agent."""
-    import aiohttp
+NO_RETRY = RetryPolicy(0)
 
+
+def _failure(exc: httpx2.TransportError) -> tuple[TransportFailure, str]:
+    """What kind of transport failure an httpx exception is, and its text for the agent."""
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+    if isinstance(exc, httpx2.ConnectTimeout):
         return "connect timeout", detail
-    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):  # nothing read for `sock_read` s
+    if isinstance(exc, httpx2.PoolTimeout):
+        return "pool timeout", detail
+    if isinstance(exc, httpx2.ReadTimeout):
         return "read timeout", detail
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return "certificate", detail
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, httpx2.ProxyError):
+        return "proxy", detail
+    if isinstance(exc, httpx2.ConnectError):
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                return "certificate", detail
+            if isinstance(cause, ssl.SSLError) and cause.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
+                return "not tls", detail
+            cause = cause.__cause__ or cause.__context__
         return "connect", detail
     return "dropped", detail
 
 
-def _stale(exc: BaseException) -> bool:
-    """A kept-alive connection the server had closed, found while sending: no answer was started.
+def _stale(exc: httpx2.TransportError) -> bool:
+    """A kept-alive connection the server had closed, found dead before any response started.
 
-    llama-server closes one after a streamed answer and after 100 requests without saying so;
-    aiohttp does not probe a pooled connection before reusing it, so the next request fails at
-    once with ServerDisconnectedError or, mid-write, ClientOSError.
+    llama-server closes one after 100 requests and after a streamed answer without saying so.
     """
-    import aiohttp
+    return isinstance(exc, httpx2.RemoteProtocolError) and "without sending a response" in str(exc)
 
-    return isinstance(exc, aiohttp.ServerDisconnectedError) or (
-        isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError)
+
+def open_http_client(settings: Settings) -> httpx2.AsyncClient:
+    """The process's one pooled HTTP client; raises `ConfigError` for a proxy it cannot use."""
+    timeout = httpx2.Timeout(
+        connect=CONNECT_TIMEOUT_S,
+        read=settings.timeout,
+        write=WRITE_TIMEOUT_S,
+        # Waiting for a free connection is queueing, not failing: as long as a generation may take.
+        pool=settings.timeout,
     )
-
-
-@dataclass(frozen=True)
-class _Proxy:
-    url: str
-    headers: dict[str, str] | None = field(repr=False)  # Proxy-Authorization (the URL's credentials), CONNECT only
-
-
-def _proxy(url: str) -> _Proxy | None:
-    """The proxy for `url`: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY (or the system settings).
-
-    Resolved once per deployment: aiohttp's own `trust_env` would also look up ~/.netrc on a
-    worker thread for every request.
-    """
-    parts = urlsplit(url)
-    if urllib.request.proxy_bypass(parts.hostname or ""):
-        return None
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if not proxy:
-        return None
-    found = urlsplit(proxy)
-    if found.scheme not in ("http", "https"):
-        raise ConfigError(
-            f"The proxy set for {parts.scheme} in the environment uses {found.scheme}://, which gguf-mcp "
-            "does not support. Use an http:// or https:// proxy, or add the deployment's host to NO_PROXY."
+    limits = httpx2.Limits(
+        max_connections=settings.upstream_connections,
+        max_keepalive_connections=min(settings.upstream_connections, 32),
+        keepalive_expiry=30.0,
+    )
+    try:
+        return httpx2.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            headers={"user-agent": USER_AGENT},
+            follow_redirects=False,
+            trust_env=True,
         )
-    if found.username is None:
-        return _Proxy(proxy, None)
-    credentials = f"{unquote(found.username)}:{unquote(found.password or '')}"
-    netloc = found.netloc.rpartition("@")[2]
-    return _Proxy(
-        found._replace(netloc=netloc).geturl(),
-        {"proxy-authorization": "Basic " + base64.b64encode(credentials.encode()).decode()},
-    )
-
-
-def _tls_context() -> ssl.SSLContext:
-    """Verifying TLS with SSL_CERT_FILE / SSL_CERT_DIR when set, else certifi's CA bundle, as httpx
-    does: the system store is empty on some machines (python.org builds on macOS, slim images)."""
-    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
-    if not (cafile or capath):
-        import certifi
-
-        cafile = certifi.where()
-    return ssl.create_default_context(cafile=cafile, capath=capath)
-
-
-def _load(https: bool) -> tuple[Any, ssl.SSLContext | bool]:
-    """aiohttp, and the TLS context when a deployment is HTTPS (True: aiohttp's, never used)."""
-    return importlib.import_module("aiohttp"), _tls_context() if https else True
+    except (ImportError, ValueError):  # a socks proxy (httpx needs socksio), or another scheme
+        schemes = {urlsplit(url).scheme for url in urllib.request.getproxies().values()} - {"http", "https"}
+        raise unsupported_proxy(min(schemes) if schemes else "an unknown scheme") from None
 
 
 class UpstreamClient:
-    """Sends requests to deployments and returns their parsed JSON, or raises `UpstreamError`."""
+    """Sends requests to deployments and returns their parsed, redacted JSON, or raises `UpstreamError`.
 
-    def __init__(self, settings: Settings, retry: RetryPolicy | None = None) -> None:
-        self._settings = settings
+    `http` is the pooled client (`open_http_client`, or one over `httpx2.MockTransport` in tests);
+    whoever made it closes it.
+    """
+
+    def __init__(self, http: httpx2.AsyncClient, settings: Settings, retry: RetryPolicy | None = None) -> None:
+        self._http = http
         self._timeout = settings.timeout
         self._retry = retry or RetryPolicy(settings.max_retries)
         self._secrets = settings.secrets
-        self._secret_bytes = tuple(secret.encode() for secret in settings.secrets)
-        self._http: aiohttp.ClientSession | None = None
-        self._opening = anyio.Lock()
-        self._errors: tuple[type[BaseException], ...] = ()  # what aiohttp raises, once it is loaded
+        self.redactor = Redactor(settings.secrets)
         # Built once: the hot path only looks these up.
-        self._proxies: dict[str, _Proxy | ConfigError | None] = {}
-        for dep in settings.deployments.values():
-            try:
-                self._proxies[dep.name] = _proxy(dep.base_url)
-            except ConfigError as exc:  # reported on every call to this deployment, and by doctor
-                self._proxies[dep.name] = exc
         self._headers: dict[tuple[str, bool], dict[str, str]] = {}
         for dep in settings.deployments.values():
             key = dep.api_key.get_secret_value() if dep.api_key else None
             self._headers[(dep.name, False)] = {"authorization": f"Bearer {key}"} if key else {}
             anthropic = {"anthropic-version": ANTHROPIC_VERSION}
             self._headers[(dep.name, True)] = {"x-api-key": key, **anthropic} if key else anthropic
-            proxy = self._proxies[dep.name]
-            if isinstance(proxy, _Proxy) and proxy.headers and not dep.base_url.startswith("https:"):
-                # A plain-HTTP request goes to the proxy itself, so its credentials ride along
-                # (aiohttp sends proxy_headers only on a CONNECT); the proxy strips them.
-                for protocol in (False, True):
-                    self._headers[(dep.name, protocol)] |= proxy.headers
-                self._proxies[dep.name] = _Proxy(proxy.url, None)
 
-    async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+    async def get(self, dep: Deployment, route: str, *, retry: RetryPolicy | None = None) -> Any:
+        return await self._json(dep, await self._send(dep, "GET", route, None, retry=retry))
 
-    async def open(self) -> None:
-        """Load the HTTP client now rather than with the first request (which it would delay)."""
-        await self._session()
-
-    async def _session(self) -> aiohttp.ClientSession:
-        if self._http is None:
-            async with self._opening:  # concurrent first calls open one session
-                if self._http is not None:
-                    return self._http
-                https = any(d.base_url.startswith("https:") for d in self._settings.deployments.values())
-                aiohttp, tls = await anyio.to_thread.run_sync(_load, https)
-                # connect: waiting for a pooled connection plus connecting; sock_read: the read
-                # time-out. There is no write time-out; a request body is one JSON document.
-                timeout = aiohttp.ClientTimeout(
-                    total=None, connect=30.0, sock_connect=10.0, sock_read=self._settings.timeout
-                )
-                connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=30.0, ssl=tls)
-                self._errors = (aiohttp.ClientError, asyncio.TimeoutError)  # not builtin TimeoutError on 3.10
-                self._http = aiohttp.ClientSession(
-                    connector=connector, timeout=timeout, headers={"user-agent": USER_AGENT}
-                )
-        return self._http
-
-    async def get(self, deployment: Deployment, route: str) -> Any:
-        return await self._json(deployment, await self._send(deployment, "GET", route, None))
-
-    async def post(self, deployment: Deployment, route: str, body: dict[str, Any]) -> Any:
-        return await self._json(deployment, await self._send(deployment, "POST", route, body))
+    async def post(self, dep: Deployment, route: str, body: dict[str, Any], *, retry: RetryPolicy | None = None) -> Any:
+        return await self._json(dep, await self._send(dep, "POST", route, body, retry=retry))
 
     async def stream(self, dep: Deployment, route: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """POST with `stream: true` and yield each event's JSON until the protocol's final event.
@@ -267,8 +205,6 @@ class UpstreamClient:
                 if data_text == "[DONE]":
                     final = True
                     continue
-                if self._secrets and any(secret in data_text for secret in self._secrets):
-                    data_text = redact(data_text, self._secrets)
                 try:
                     data = json.loads(data_text)
                 except ValueError:
@@ -281,49 +217,47 @@ class UpstreamClient:
                     )
                 if kind == "error" or data.get("type") == "error" or ("error" in data and "choices" not in data):
                     raise stream_error(dep.name, data, self._secrets)
-                yield data
+                yield self.redactor.data(data)
                 if data.get("type") == "message_stop":
                     final = True
         except EventTooLarge:
             raise too_large(dep.name, MAX_EVENT, "one streamed event") from None
-        except self._errors as exc:
+        except httpx2.TransportError as exc:
             raise stream_broken(dep.name, *_failure(exc), self._timeout) from None
         finally:
-            # Read to the end: back to the pool. Cut short (cancelled, deadline, error): closing
-            # the connection is what makes llama-server stop generating.
-            if final:
-                response.release()
-            else:
-                response.close()
+            # Read to the end, the connection goes back to the pool; cut short (cancelled, deadline,
+            # error), closing it is what makes llama-server stop generating.
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
         if not final:
             raise stream_broken(dep.name, None, "", self._timeout)
 
     async def _send(
-        self, dep: Deployment, method: str, route: str, body: dict[str, Any] | None
-    ) -> aiohttp.ClientResponse:
-        """Send until a non-error status or the retry policy gives up; the body is left unread."""
-        http = await self._session()
+        self,
+        dep: Deployment,
+        method: str,
+        route: str,
+        body: dict[str, Any] | None,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> httpx2.Response:
+        """Send until a 2xx or the retry policy gives up; the body of the 2xx is left unread."""
         url = dep.base_url + route
-        proxy = self._proxies[dep.name]
-        if isinstance(proxy, ConfigError):
-            raise ConfigError(str(proxy))
-        proxy_url, proxy_headers = (proxy.url, proxy.headers) if proxy else (None, None)
         headers = self._headers[(dep.name, route == MESSAGES)]
         content = json.dumps(body).encode() if body is not None else None
         if content is not None:
             headers = {**headers, "content-type": "application/json"}
+        policy = retry or self._retry
         started = time.monotonic()
         attempt = 0
         resent_stale = False
         while True:
+            request = self._http.build_request(method, url, content=content, headers=headers)
             try:
-                response = await http.request(
-                    method, url, data=content, headers=headers, proxy=proxy_url, proxy_headers=proxy_headers
-                )
-            except self._errors as exc:
-                # llama-server closes kept-alive connections without saying so, found dead while
-                # sending: resend once, at once. Only then: a request whose answer had started
-                # may have run on the GPU.
+                response = await self._http.send(request, stream=True)
+            except httpx2.TransportError as exc:
+                # A pooled connection found dead before any response: resend once, at once. Only
+                # then: a request whose answer had started may have run on the GPU.
                 if not resent_stale and _stale(exc):
                     resent_stale = True
                     attempt += 1
@@ -336,29 +270,32 @@ class UpstreamClient:
                         method,
                         route,
                         dep.name,
-                        response.status,
-                        list(response.headers.items()),
+                        response.status_code,
+                        response.headers.items(),
                     )
-                if response.status < 400:
+                status = response.status_code
+                if status < 300:
                     return response
                 try:
                     body_bytes = await self._read(dep, response, MAX_ERROR_BODY, truncate=True)
-                except self._errors:
+                except httpx2.TransportError:
                     body_bytes = b""
                 finally:
-                    if response.content.at_eof():  # read to the end: back to the pool for the retry
-                        response.release()
-                    else:
-                        response.close()
-                error = error_for_status(
-                    dep.name,
-                    dep.key_env,
-                    response.status,
-                    body_bytes,
-                    response.headers.get("retry-after"),
-                    self._secrets,
-                )
-            wait = self._retry.delay(attempt, error, time.monotonic() - started)
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
+                if status < 400:
+                    error = redirected(dep.name, dep.base_url, status, response.headers.get("location"))
+                else:
+                    error = error_for_status(
+                        dep.name,
+                        dep.key_env,
+                        status,
+                        body_bytes,
+                        response.headers.get("retry-after"),
+                        self._secrets,
+                        has_key=dep.api_key is not None,
+                    )
+            wait = policy.delay(attempt, error, time.monotonic() - started)
             if wait is None:
                 error.attempts = attempt + 1
                 raise error
@@ -368,22 +305,20 @@ class UpstreamClient:
             await anyio.sleep(wait)
             attempt += 1
 
-    async def _capped(self, dep: Deployment, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def _capped(self, dep: Deployment, response: httpx2.Response) -> AsyncIterator[bytes]:
         """The body's chunks, refusing more than MAX_BODY bytes in all (an endless answer)."""
         total = 0
-        async for chunk in response.content.iter_any():
+        async for chunk in response.aiter_bytes():
             total += len(chunk)
             if total > MAX_BODY:
                 raise too_large(dep.name, MAX_BODY, "an answer")
             yield chunk
 
-    async def _read(
-        self, dep: Deployment, response: aiohttp.ClientResponse, cap: int, *, truncate: bool = False
-    ) -> bytes:
+    async def _read(self, dep: Deployment, response: httpx2.Response, cap: int, *, truncate: bool = False) -> bytes:
         """The whole body, at most `cap` bytes: past it, cut (error bodies) or refuse (answers)."""
         chunks: list[bytes] = []
         total = 0
-        async for chunk in response.content.iter_any():
+        async for chunk in response.aiter_bytes():
             chunks.append(chunk)
             total += len(chunk)
             if total > cap:
@@ -392,36 +327,25 @@ class UpstreamClient:
                 raise too_large(dep.name, cap, "an answer")
         return b"".join(chunks)[:cap]
 
-    async def _json(self, dep: Deployment, response: aiohttp.ClientResponse) -> Any:
-        complete = False
+    async def _json(self, dep: Deployment, response: httpx2.Response) -> Any:
         try:
             content = await self._read(dep, response, MAX_BODY)
-            complete = True
-        except self._errors as exc:
+        except httpx2.TransportError as exc:
             raise error_for_transport(dep.name, dep.base_url, *_failure(exc), self._timeout) from None
         finally:
-            if complete:
-                response.release()  # read to the end: the connection goes back to the pool
-            else:
-                response.close()
-        # Redact by value before anything reads it: a deployment echoing the key must not hand
-        # it to the agent. A bytes search is cheap enough to do on every answer.
-        if self._secret_bytes and any(secret in content for secret in self._secret_bytes):
-            content = redact(content.decode("utf-8", "replace"), self._secrets).encode()
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
         try:
-            return json.loads(content)
+            data = json.loads(content)
         except ValueError:
             raise invalid_response(
                 dep.name, "a body that is not JSON", content, response.headers.get("content-type"), self._secrets
             ) from None
+        # Redact decoded strings before anything reads them: escaped echoes (\/ or \u0073) too.
+        return self.redactor.data(data)
 
 
-@asynccontextmanager
-async def open_upstream(settings: Settings) -> AsyncIterator[UpstreamClient]:
-    """The process-wide pooled client: opened in the server lifespan, closed at shutdown."""
-    client = UpstreamClient(settings)
-    try:
-        yield client
-    finally:
-        with anyio.CancelScope(shield=True):
-            await client.aclose()
+def upstream_client(settings: Settings) -> tuple[httpx2.AsyncClient, UpstreamClient]:
+    """The pooled HTTP client and the upstream client over it; raises `ConfigError` before anything runs."""
+    http = open_http_client(settings)
+    return http, UpstreamClient(http, settings)

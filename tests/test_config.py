@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from gguf_mcp.config import GGUF_CLOUD_ROOT, OPTIONS, Settings, normalize_base_url, parse_settings
+from gguf_mcp.config import GGUF_CLOUD_ROOT, OPTIONS, Settings, normalize_base_url, load_settings
 from gguf_mcp.errors import ConfigError
 
 KEY = "sk-canary-config-0123456789"
 
 
 def settings(env: dict[str, str], **flags: str) -> Settings:
-    return parse_settings(flags, env)
+    return load_settings(flags, env)
 
 
 def config_error(env: dict[str, str], **flags: str) -> str:
     with pytest.raises(ConfigError) as info:
-        parse_settings(flags, env)
+        load_settings(flags, env)
     message = str(info.value)
     assert "\n" not in message
     assert KEY not in message
@@ -203,7 +203,7 @@ def test_toml_default_falls_back_to_the_first(tmp_path: Path) -> None:
     ("text", "needle"),
     [
         ("default = 'x'\n[deployments.a]\nbase_url='http://h'\n", "default = 'x' is not one of the deployments (a)"),
-        ("[deployments.a]\nbaseurl='http://h'\n", "unknown key(s) ['baseurl']"),
+        ("[deployments.a]\nbaseurl='http://h'\n", "unknown key 'baseurl'"),
         ("[deployments.a]\ndescription='no url'\n", "set exactly one of deployment_id or base_url"),
         ("[deployments.a]\ndeployment_id='d'\nbase_url='http://h'\n", "set exactly one of"),
         ("[deployments.a]\nbase_url=5\n", "base_url must be a string"),
@@ -211,7 +211,7 @@ def test_toml_default_falls_back_to_the_first(tmp_path: Path) -> None:
         ("[deployments.'a/b']\nbase_url='http://h'\n", "the name must be"),
         ("[deployments.a]\ndeployment_id='d'\napi_key_env='MISSING_KEY'\n", "MISSING_KEY is not set"),
         ("deployments = 3\n", "defines no [deployments.<name>] table"),
-        ("[servers.a]\n", "unknown top-level key(s) ['servers']"),
+        ("[servers.a]\n", "unknown top-level key 'servers'"),
         ("[deployments.a\n", "is not valid TOML"),
     ],
 )
@@ -287,11 +287,11 @@ def test_loopback_http_needs_no_token(host: str) -> None:
 
 def test_a_token_allows_any_bind_and_is_a_secret(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
-    token_file.write_text("tok-canary-123456\n")
+    token_file.write_text("tok-canary-0123456789abcdef0123456789\n")
     s = settings({**LOCAL, "GGUF_MCP_TRANSPORT": "http", "GGUF_MCP_HOST": "0.0.0.0"}, auth_token_file=str(token_file))
-    assert s.auth_token is not None and s.auth_token.get_secret_value() == "tok-canary-123456"
-    assert "tok-canary-123456" in s.secrets
-    assert "tok-canary-123456" not in repr(s)
+    assert s.auth_token is not None and s.auth_token.get_secret_value() == "tok-canary-0123456789abcdef0123456789"
+    assert "tok-canary-0123456789abcdef0123456789" in s.secrets
+    assert "tok-canary-0123456789abcdef0123456789" not in repr(s)
 
 
 def test_lists_and_switches_parse() -> None:

@@ -8,13 +8,15 @@ behind a TLS front with a certificate made for the test, and/or a forwarding pro
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from tests.support.bridge import Bridge
+from tests.support.bridge import Bridge, base_env
 from tests.support.gateway import ACCOUNT_KEY, Gateway
 from tests.support.netpath import ForwardProxy, TlsFront, self_signed_certificate
 
@@ -135,13 +137,28 @@ async def test_https_through_a_proxy_is_tunnelled_so_the_proxy_never_sees_the_ke
     assert PROXY_PASSWORD not in bridge.seen_text()
 
 
-async def test_an_unsupported_proxy_scheme_is_named_without_its_credentials(tmp_path: Path, gw: Gateway) -> None:
-    env = {"GGUF_BASE_URL": gw.base_url_for(DEP), "HTTP_PROXY": f"socks5://user:{PROXY_PASSWORD}@127.0.0.1:1080"}
-    bridge = Bridge("stdio", tmp_path)
-    texts = await call_both_protocols(bridge, env)
-    for text in texts:
-        assert text.startswith("error: ")
-        assert "socks5://" in text
-        assert "NO_PROXY" in text
-    assert PROXY_PASSWORD not in bridge.seen_text()
+@pytest.mark.parametrize("command", [[], ["doctor"]], ids=["server", "doctor"])
+def test_an_unsupported_proxy_scheme_stops_the_start_with_one_line_without_its_credentials(
+    gw: Gateway, command: list[str]
+) -> None:
+    env = base_env() | {
+        "GGUF_BASE_URL": gw.base_url_for(DEP),
+        "MODELSLAB_API_KEY": ACCOUNT_KEY,
+        "HTTP_PROXY": f"socks5://user:{PROXY_PASSWORD}@127.0.0.1:1080",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "gguf_mcp", *command],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("gguf-mcp: configuration error: ")
+    assert "socks5://" in line
+    assert "NO_PROXY" in line
+    assert PROXY_PASSWORD not in done.stderr + done.stdout
     assert gw.requests_for(DEP) == []

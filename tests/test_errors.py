@@ -68,7 +68,7 @@ def test_llama_server_message_is_passed_through_for_4xx() -> None:
         (b'{"error":"m2"}', "m2"),
         (b'{"detail":"m3"}', "m3"),
         (b'{"message":"m4"}', "m4"),
-        (b"<html><body><h1>502 Bad Gateway</h1></body></html>", "<html><body><h1>502 Bad Gateway</h1></body></html>"),
+        (b"<html><body><h1>502 Bad Gateway</h1></body></html>", "an HTML page: 502 Bad Gateway"),
         (b"", "(empty body)"),
     ],
 )

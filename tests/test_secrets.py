@@ -23,12 +23,13 @@ from typing import Any
 import anyio
 import pytest
 
-from gguf_mcp.config import parse_settings
+from gguf_mcp.config import load_settings
 from gguf_mcp.errors import GGUFMCPError
-from gguf_mcp.upstream import CHAT, MESSAGES, MODELS, _proxy, open_upstream
+from gguf_mcp.upstream import CHAT, MESSAGES, MODELS
 from tests.support.bridge import ROOT, Bridge, Transport, base_env, free_port
 from tests.support.gateway import ACCOUNT_KEY, Exchange, Fault, Gateway
 from tests.support.proc import cmdline, gguf_mcp_child
+from tests.support.upstream import open_upstream
 
 pytestmark = pytest.mark.anyio
 
@@ -250,7 +251,7 @@ async def test_no_exception_text_repr_or_chain_holds_the_key(
     canned: Gateway, route: str, fault: Fault | None, streamed: bool
 ) -> None:
     base = canned.base_url_for("dep") if fault is not None else f"http://127.0.0.1:{free_port()}"
-    settings = parse_settings(
+    settings = load_settings(
         {},
         {"GGUF_BASE_URL": base, "MODELSLAB_API_KEY": ACCOUNT_KEY, "GGUF_MCP_TIMEOUT": "1", "GGUF_MCP_MAX_RETRIES": "0"},
     )
@@ -287,7 +288,7 @@ def test_log_records_are_redacted_by_value_wherever_the_key_hides(
 
     stderr = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
-    settings = parse_settings(
+    settings = load_settings(
         {},
         {
             "GGUF_BASE_URL": "http://127.0.0.1:9",
@@ -326,16 +327,3 @@ def test_log_records_are_redacted_by_value_wherever_the_key_hides(
     written = stderr.getvalue()
     assert "x-custom-auth" in written and "call failed" in written and "chained" in written
     assert ACCOUNT_KEY not in written
-
-
-def test_proxy_credentials_stay_out_of_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
-    password = "canary-proxy-pw-61c0"
-    monkeypatch.setenv("HTTP_PROXY", f"http://agent:{password}@127.0.0.1:3128")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    proxy = _proxy("http://deployment.example/v1")
-    assert proxy is not None and proxy.headers is not None  # the credentials are kept, for the proxy
-    assert proxy.url == "http://127.0.0.1:3128"
-    encoded = base64.b64encode(f"agent:{password}".encode()).decode()
-    assert proxy.headers["proxy-authorization"] == f"Basic {encoded}"
-    assert password not in repr(proxy) and encoded not in repr(proxy)

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from gguf_mcp.config import TOOL_NAMES, parse_settings
-from gguf_mcp.server import build_server
+from gguf_mcp.config import TOOL_NAMES, load_settings
+from tests.support.upstream import offline_server
 
 pytestmark = pytest.mark.anyio
 BUDGET = 4000  # characters of tools/list for all tools; README reports the measured size
 
 
 async def listed(env: dict[str, str]) -> list[dict[str, object]]:
-    async with Client(build_server(parse_settings({}, env)), mode="legacy") as client:
+    async with Client(offline_server(load_settings({}, env)), mode="legacy") as client:
         result = await client.list_tools()
     return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in result.tools]
 

@@ -1,0 +1,54 @@
+"""Tool schemas, compacted: every character of `tools/list` is context the agent pays for.
+
+The SDK generates JSON Schemas from the tools' signatures; these functions shrink them without
+changing what they accept from an agent that omits optional arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def prune(schema: dict[str, Any], levels: int) -> None:
+    """Keep `levels` levels of nested properties; below that, objects and arrays keep only their type."""
+    for prop in schema.get("properties", {}).values():
+        if levels <= 1:
+            for key in ("properties", "required", "items", "description"):
+                prop.pop(key, None)
+        else:
+            prune(prop.get("items", prop) if prop.get("type") == "array" else prop, levels - 1)
+
+
+def compact(schema: dict[str, Any]) -> None:
+    """Shrink a generated schema without changing what it accepts from an agent that omits
+    optional arguments: every character of `tools/list` is context the agent pays for.
+
+    Drops titles and defaults, `"additionalProperties": true` (the default), the `null` branch
+    of optional fields (omitting them means the same) and inlines `$defs`.
+    """
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return walk(defs[node["$ref"].rsplit("/", 1)[1]])
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in ("title", "default") or (key == "additionalProperties" and value is True):
+                continue
+            out[key] = {k: walk(v) for k, v in value.items()} if key == "properties" else walk(value)
+        if out.get("type") == "array" and out.get("items") == {"type": "object"}:
+            del out["items"]  # "an array" says as much to the reader; arguments are validated anyway
+        branches = out.get("anyOf")
+        if branches and {"type": "null"} in branches:
+            rest = [b for b in branches if b != {"type": "null"}]
+            del out["anyOf"]
+            out = {**rest[0], **out} if len(rest) == 1 else {"anyOf": rest, **out}
+        return out
+
+    compacted = walk(schema)
+    schema.clear()
+    schema.update(compacted)
