@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gguf_mcp.config import GGUF_CLOUD_ROOT, OPTIONS, Settings, normalize_base_url, load_settings
+from gguf_mcp.config import GGUF_CLOUD_ROOT, OPTIONS, Settings, load_settings, normalize_base_url
 from gguf_mcp.errors import ConfigError
 
 KEY = "sk-canary-config-0123456789"
@@ -330,3 +330,86 @@ def test_a_token_given_as_a_flag_is_refused_without_echoing_it() -> None:
     out = run_cli("--auth-token", "tok-canary-flag", env=LOCAL)
     assert out.returncode == 2
     assert "tok-canary-flag" not in out.stderr + out.stdout
+
+
+# --- Secrets and files that are not what they should be (one line each, never a traceback) -------
+
+TOKEN = "tok-canary-config-5f1e0d9c8b7a6f5e4d3c2b1a"
+
+
+@pytest.mark.parametrize(
+    "value", [KEY + "\nsecond-line", KEY + "\r\n", "sk canary", KEY + "\x00", KEY + "\u200b"], ids=repr
+)
+@pytest.mark.parametrize("where", ["env", "file"])
+def test_a_key_with_whitespace_or_control_characters_is_refused_naming_the_setting(
+    tmp_path: Path, value: str, where: str
+) -> None:
+    if where == "env":
+        message = config_error({"GGUF_DEPLOYMENT_ID": "d", "MODELSLAB_API_KEY": value})
+        assert message.startswith("MODELSLAB_API_KEY: ")
+    else:
+        (tmp_path / "key").write_bytes(value.encode() + b"\n")
+        message = config_error({"GGUF_DEPLOYMENT_ID": "d"}, api_key_file=str(tmp_path / "key"))
+        assert message.startswith("MODELSLAB_API_KEY")
+    assert "whitespace or a control character" in message
+    assert "second-line" not in message and "canary" not in message
+
+
+def test_a_token_with_a_second_line_is_refused_too(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(TOKEN + "\nmore\n")
+    message = config_error({**LOCAL, "GGUF_MCP_TRANSPORT": "http"}, auth_token_file=str(tmp_path / "token"))
+    assert message.startswith("GGUF_MCP_AUTH_TOKEN")
+    assert TOKEN not in message
+
+
+def test_one_trailing_line_break_in_a_secret_file_is_fine(tmp_path: Path) -> None:
+    for ending in ("\n", "\r\n", ""):
+        (tmp_path / "key").write_text(KEY + ending, newline="")
+        s = settings({"GGUF_DEPLOYMENT_ID": "d"}, api_key_file=str(tmp_path / "key"))
+        assert s.secrets == (KEY,)
+
+
+@pytest.mark.parametrize("which", ["api_key_file", "auth_token_file", "config"])
+def test_a_file_that_is_not_utf8_is_one_line_exit_2(tmp_path: Path, which: str) -> None:
+    path = tmp_path / which
+    path.write_bytes(b"\xff\xfe not utf-8 \xc3\x28\n")
+    flag = {"api_key_file": "--api-key-file", "auth_token_file": "--auth-token-file", "config": "--config"}[which]
+    env = {} if which == "config" else {"GGUF_BASE_URL": "http://127.0.0.1:1"}
+    out = run_cli(flag, str(path), env=env | {"GGUF_MCP_TRANSPORT": "http"})
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert "is not UTF-8 text" in out.stderr
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_a_secret_pasted_into_another_setting_is_masked_wherever_it_came_from(tmp_path: Path, source: str) -> None:
+    """The key (from its file, or its variable) pasted into the base URL must not be quoted back."""
+    (tmp_path / "key").write_text(KEY + "\n")
+    flags = {"api_key_file": str(tmp_path / "key")} if source == "file" else {}
+    env = {"GGUF_BASE_URL": KEY} | ({} if source == "file" else {"MODELSLAB_API_KEY": KEY})
+    with pytest.raises(ConfigError) as info:
+        load_settings(flags, env)
+    assert KEY not in str(info.value)
+    assert "[redacted]" in str(info.value)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            {"auth_token_file": str(token_file)}, {"GGUF_BASE_URL": "http://127.0.0.1:1", "GGUF_MCP_PORT": TOKEN}
+        )
+    assert TOKEN not in str(info.value)
+
+
+def test_a_reverse_proxy_name_without_a_token_refuses_to_start() -> None:
+    message = config_error({**LOCAL, "GGUF_MCP_TRANSPORT": "http", "GGUF_MCP_ALLOWED_HOSTS": "mcp.example.com"})
+    assert message.startswith("GGUF_MCP_ALLOWED_HOSTS (--allowed-hosts) names 'mcp.example.com'")
+    assert "GGUF_MCP_AUTH_TOKEN" in message
+    assert settings({**LOCAL, "GGUF_MCP_TRANSPORT": "http", "GGUF_MCP_ALLOWED_HOSTS": "localhost:8443"})
+
+
+def test_a_short_token_is_refused_with_how_to_make_a_long_one() -> None:
+    message = config_error(
+        {**LOCAL, "GGUF_MCP_TRANSPORT": "http", "GGUF_MCP_HOST": "0.0.0.0", "GGUF_MCP_AUTH_TOKEN": "abc"}
+    )
+    assert message.startswith("GGUF_MCP_AUTH_TOKEN is 3 characters; use at least 32")
+    assert "secrets.token_urlsafe(32)" in message

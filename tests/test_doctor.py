@@ -41,13 +41,6 @@ def lines(out: subprocess.CompletedProcess[str]) -> list[str]:
     return out.stdout.splitlines()
 
 
-@pytest.fixture
-def gw(gateway: Gateway, llama_server: LlamaServer) -> Gateway:
-    for dep in ("dep-main", "dep-other"):
-        gateway.add_deployment(dep, llama_server.url, llama_server.api_key)
-    return gateway
-
-
 def two_deployments(gw: Gateway, tmp_path: Path, second: str = "dep-other") -> dict[str, str]:
     config = tmp_path / "doctor.toml"
     config.write_text(

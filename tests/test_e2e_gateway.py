@@ -10,28 +10,13 @@ import pytest
 
 from gguf_mcp import __version__
 from tests.support.bridge import Bridge
+from tests.support.calls import env_for, text_of
 from tests.support.gateway import ACCOUNT_KEY, Gateway
-from tests.support.llama import LlamaServer
 
 pytestmark = pytest.mark.anyio
 
 USER = [{"role": "user", "content": "Hello there"}]
 WRONG_KEY = "sk-canary-wrong-key-31f0c2d9e8"
-
-
-@pytest.fixture
-def gw(gateway: Gateway, llama_server: LlamaServer) -> Gateway:
-    for dep in ("dep-main", "dep-other"):
-        gateway.add_deployment(dep, llama_server.url, llama_server.api_key)
-    return gateway
-
-
-def env_for(gw: Gateway, dep: str = "dep-main", **extra: str) -> dict[str, str]:
-    return {"GGUF_BASE_URL": gw.base_url_for(dep), "MODELSLAB_API_KEY": ACCOUNT_KEY, **extra}
-
-
-def text_of(result: object) -> str:
-    return result.content[0].text  # type: ignore[attr-defined,no-any-return]
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.support.bridge import Bridge, base_env
+from tests.support.calls import text_of
 from tests.support.gateway import ACCOUNT_KEY, Gateway
 from tests.support.netpath import ForwardProxy, TlsFront, self_signed_certificate
 
@@ -49,10 +50,6 @@ def front(gw: Gateway, certificate: tuple[Path, Path]) -> Iterator[TlsFront]:
 def proxy() -> Iterator[ForwardProxy]:
     with ForwardProxy() as forward:
         yield forward
-
-
-def text_of(result: object) -> str:
-    return result.content[0].text  # type: ignore[attr-defined,no-any-return]
 
 
 async def call_both_protocols(bridge: Bridge, env: dict[str, str]) -> list[str]:

@@ -13,38 +13,13 @@ import anyio
 import pytest
 
 from tests.support.bridge import Bridge
-from tests.support.gateway import ACCOUNT_KEY, Fault, Gateway
+from tests.support.calls import Progress, env_for
+from tests.support.gateway import Fault, Gateway
 from tests.support.llama import LlamaServer
 
 pytestmark = pytest.mark.anyio
 
 USER = [{"role": "user", "content": "Hello there"}]
-
-
-@pytest.fixture
-def gw(gateway: Gateway, llama_server: LlamaServer) -> Gateway:
-    gateway.add_deployment("dep", llama_server.url, llama_server.api_key)
-    return gateway
-
-
-def env_for(gw: Gateway, **extra: str) -> dict[str, str]:
-    return {"GGUF_BASE_URL": gw.base_url_for("dep"), "MODELSLAB_API_KEY": ACCOUNT_KEY, **extra}
-
-
-class Progress:
-    """Collects notifications/progress as the official client delivers them."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[float, float | None, str | None]] = []
-        self.first = anyio.Event()
-
-    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
-        self.events.append((progress, total, message))
-        self.first.set()
-
-    @property
-    def text(self) -> str:
-        return "".join(m or "" for _, _, m in self.events)
 
 
 def decoded(llama: LlamaServer) -> int:
@@ -60,7 +35,7 @@ async def test_progress_streams_tokens_and_the_result_matches_the_plain_call(
 ) -> None:
     args: dict[str, Any] = {"messages": USER, "max_tokens": 40, "temperature": 0}
     progress = Progress()
-    async with bridge.connect(env_for(gw)) as client:
+    async with bridge.connect(env_for(gw, "dep")) as client:
         plain = await client.call_tool(tool, args)
         streamed = await client.call_tool(tool, args, progress_callback=progress)
     assert not plain.is_error and not streamed.is_error
@@ -82,7 +57,7 @@ async def test_progress_streams_tokens_and_the_result_matches_the_plain_call(
 
 async def test_progress_is_throttled(bridge: Bridge, gw: Gateway) -> None:
     progress = Progress()
-    async with bridge.connect(env_for(gw)) as client:
+    async with bridge.connect(env_for(gw, "dep")) as client:
         started = time.monotonic()
         result = await client.call_tool("chat", {"messages": USER, "max_tokens": 1500}, progress_callback=progress)
         elapsed = time.monotonic() - started
@@ -99,7 +74,7 @@ async def test_cancel_closes_the_upstream_request_and_llama_stops(
 ) -> None:
     max_tokens = 2000
     progress = Progress()
-    async with bridge.connect(env_for(gw)) as client:
+    async with bridge.connect(env_for(gw, "dep")) as client:
         await client.call_tool(tool, {"messages": USER, "max_tokens": 1})  # warm: the server is up
         before = decoded(llama_server)
         async with anyio.create_task_group() as tg:
@@ -163,7 +138,7 @@ async def test_deadline_returns_partial_output_marked_incomplete(
     bridge: Bridge, gw: Gateway, tool: str, reason_key: str
 ) -> None:
     gw.inject("dep", PauseStream(after_events=6, seconds=60))
-    async with bridge.connect(env_for(gw)) as client:
+    async with bridge.connect(env_for(gw, "dep")) as client:
         started = time.monotonic()
         result = await client.call_tool(tool, {"messages": USER, "max_tokens": 100, "deadline": 1.5})
         elapsed = time.monotonic() - started
@@ -179,7 +154,7 @@ async def test_deadline_returns_partial_output_marked_incomplete(
 
 async def test_deadline_setting_applies_to_every_call(bridge: Bridge, gw: Gateway) -> None:
     gw.inject("dep", PauseStream(after_events=4, seconds=60))
-    async with bridge.connect(env_for(gw, GGUF_MCP_DEADLINE="1")) as client:
+    async with bridge.connect(env_for(gw, "dep", GGUF_MCP_DEADLINE="1")) as client:
         cut = await client.call_tool("chat", {"messages": USER, "max_tokens": 100})
         whole = await client.call_tool("chat", {"messages": USER, "max_tokens": 5})
     assert cut.structured_content is not None and cut.structured_content["finish_reason"] == "deadline"
@@ -188,7 +163,7 @@ async def test_deadline_setting_applies_to_every_call(bridge: Bridge, gw: Gatewa
 
 async def test_deadline_before_any_output_is_an_error(bridge: Bridge, gw: Gateway) -> None:
     gw.inject("dep", Fault.delay_first_byte(60))
-    async with bridge.connect(env_for(gw)) as client:
+    async with bridge.connect(env_for(gw, "dep")) as client:
         result = await client.call_tool("messages", {"messages": USER, "max_tokens": 5, "deadline": 1})
     assert result.is_error
     assert "produced no output within the 1 s deadline" in result.content[0].text  # type: ignore[union-attr]
@@ -199,7 +174,7 @@ async def test_a_stalled_stream_fails_after_the_read_timeout_with_the_partial_te
     bridge: Bridge, gw: Gateway, tool: str
 ) -> None:
     gw.inject("dep", PauseStream(after_events=5, seconds=60))
-    async with bridge.connect(env_for(gw, GGUF_MCP_TIMEOUT="1")) as client:
+    async with bridge.connect(env_for(gw, "dep", GGUF_MCP_TIMEOUT="1")) as client:
         started = time.monotonic()
         result = await client.call_tool(tool, {"messages": USER, "max_tokens": 50}, progress_callback=Progress())
         elapsed = time.monotonic() - started
@@ -214,7 +189,7 @@ async def test_a_stalled_stream_fails_after_the_read_timeout_with_the_partial_te
 
 async def test_a_slow_but_live_stream_is_not_cut(bridge: Bridge, gw: Gateway) -> None:
     gw.inject("dep", SlowStream(interval=0.4))
-    async with bridge.connect(env_for(gw, GGUF_MCP_TIMEOUT="1")) as client:
+    async with bridge.connect(env_for(gw, "dep", GGUF_MCP_TIMEOUT="1")) as client:
         result = await client.call_tool("chat", {"messages": USER, "max_tokens": 4}, progress_callback=Progress())
     assert not result.is_error, result.content
     assert result.structured_content is not None and result.structured_content["finish_reason"] == "length"
@@ -225,7 +200,7 @@ async def test_a_stream_cut_before_its_final_event_is_an_error_not_an_answer(
     bridge: Bridge, gw: Gateway, tool: str
 ) -> None:
     gw.inject("dep", Fault.cut_stream(after_events=5))
-    async with bridge.connect(env_for(gw)) as client:
+    async with bridge.connect(env_for(gw, "dep")) as client:
         result = await client.call_tool(tool, {"messages": USER, "max_tokens": 50}, progress_callback=Progress())
         after = await client.call_tool(tool, {"messages": USER, "max_tokens": 2}, progress_callback=Progress())
     assert result.is_error

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import pytest
 
 from tests.support.llama import LlamaServer
 from tests.support.node_tools import NodeTools
+from tests.support.proc import stop
 
 # Fixtures `llama_server` and `node_tools` come from tests/conftest.py's pytest_plugins.
 
@@ -141,14 +141,8 @@ def running_http_server(llama: LlamaServer, log: Path) -> Iterator[HttpServer]:
             time.sleep(0.1)
         yield HttpServer(mcp_url=f"http://127.0.0.1:{port}/mcp", log=log)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                pytest.fail(f"our HTTP server ignored SIGTERM for {SHUTDOWN_TIMEOUT_S:.0f}s; log:\n{_log_tail(log)}")
+        if not stop(proc, SHUTDOWN_TIMEOUT_S):
+            pytest.fail(f"our HTTP server ignored SIGTERM for {SHUTDOWN_TIMEOUT_S:.0f}s; log:\n{_log_tail(log)}")
 
 
 @pytest.fixture(scope="module")

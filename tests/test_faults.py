@@ -29,6 +29,7 @@ import pytest
 from mcp.types import CallToolResult
 
 from tests.support.bridge import Bridge
+from tests.support.calls import Progress, text_of
 from tests.support.gateway import ACCOUNT_KEY, Exchange, Fault, Gateway
 from tests.support.llama import LLAMA_KEY, LlamaServer, LlamaServerError, running_llama_server
 from tests.support.proc import child_writing_to
@@ -44,22 +45,6 @@ NGINX_502 = (
 SSE = "text/event-stream"
 # Slack on every time bound: two shared cores, three processes, and the machine's other tenants.
 SLACK_S = 3.0
-
-
-def text_of(result: CallToolResult) -> str:
-    return result.content[0].text if result.content else ""  # type: ignore[union-attr]
-
-
-class Progress:
-    """A progress callback (which makes gguf-mcp stream) that notes the first notification."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.first = anyio.Event()
-
-    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
-        self.count += 1
-        self.first.set()
 
 
 def sse(*events: str) -> bytes:

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from mcp.types import CallToolResult
 
 from tests.support.bridge import Bridge
+from tests.support.calls import text_of
 from tests.support.gateway import ACCOUNT_KEY, Gateway, RecordedRequest
 
 pytestmark = pytest.mark.anyio
@@ -251,10 +252,6 @@ def tool_calls(draw: st.DrawFn, params: dict[str, dict[str, Any]]) -> tuple[str,
 
 
 # --- The properties ------------------------------------------------------------------------------
-
-
-def text_of(result: CallToolResult) -> str:
-    return "".join(getattr(part, "text", "") for part in result.content)
 
 
 def check_answer(tool: str, args: dict[str, Any], result: CallToolResult, sent: list[RecordedRequest]) -> None:

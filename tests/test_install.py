@@ -25,7 +25,6 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from tests.support.gateway import ACCOUNT_KEY, Gateway
-from tests.support.llama import LlamaServer
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -50,12 +49,6 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (built,) = out.glob("gguf_mcp-*-py3-none-any.whl")
     print(f"wheel built in {time.monotonic() - started:.1f} s: {built.name}")
     return built
-
-
-@pytest.fixture
-def gw(gateway: Gateway, llama_server: LlamaServer) -> Gateway:
-    gateway.add_deployment("dep-main", llama_server.url, llama_server.api_key)
-    return gateway
 
 
 def deployment_env(gw: Gateway) -> dict[str, str]:

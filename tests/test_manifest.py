@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 
 from gguf_mcp import __version__
 from gguf_mcp.config import OPTIONS
@@ -28,9 +31,17 @@ def test_server_json_is_valid_against_the_registry_schema() -> None:
     assert manifest()["$schema"] == schema["$id"]
 
 
-def test_vendored_schema_matches_the_shared_copy_when_present() -> None:
-    if SCHEMA.exists():
-        assert json.loads(SCHEMA.read_text()) == json.loads(VENDORED_SCHEMA.read_text())
+def test_vendored_schema_matches_the_shared_copy() -> None:
+    if not SCHEMA.exists():
+        pytest.skip(f"no shared copy of the registry schema at {SCHEMA} to compare with")
+    assert json.loads(SCHEMA.read_text()) == json.loads(VENDORED_SCHEMA.read_text())
+
+
+def test_server_json_and_the_readme_table_are_derived_from_the_settings_model() -> None:
+    done = subprocess.run(
+        [sys.executable, "scripts/sync-settings.py", "--check"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_versions_match_the_package() -> None:

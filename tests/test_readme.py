@@ -25,7 +25,6 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from tests.support.gateway import ACCOUNT_KEY, Gateway
-from tests.support.llama import LlamaServer
 
 pytestmark = pytest.mark.anyio
 
@@ -127,12 +126,6 @@ def filled_in(entry: ServerEntry, gw: Gateway) -> ServerEntry:
     leftover = json.dumps([filled.command, filled.args, filled.env])
     assert "your-" not in leftover and "/absolute/path" not in leftover, f"unhandled placeholder in {leftover}"
     return filled
-
-
-@pytest.fixture
-def gw(gateway: Gateway, llama_server: LlamaServer) -> Gateway:
-    gateway.add_deployment("dep-main", llama_server.url, llama_server.api_key)
-    return gateway
 
 
 ENTRIES: dict[str, Callable[[], ServerEntry]] = {

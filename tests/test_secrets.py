@@ -9,7 +9,6 @@ and repr of every exception gguf-mcp raises (and of the exceptions chained to it
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import logging

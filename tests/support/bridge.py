@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
 from tests.support.gateway import ACCOUNT_KEY, Gateway
+from tests.support.proc import stop
 
 Transport = Literal["stdio", "http"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,13 +120,7 @@ def serving(
                 time.sleep(0.05)  # polling a subprocess's port: there is no event to wait on
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @contextmanager

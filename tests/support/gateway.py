@@ -147,6 +147,11 @@ class Fault(ABC):
         return ErrorReply(status, retry_after=retry_after, body=body, content_type=content_type)
 
     @staticmethod
+    def redirect(status: int, location: str) -> Fault:
+        """Answer `status` with a `Location` header, as a moved or misconfigured deployment would."""
+        return ErrorReply(status, body=b"", content_type="text/plain", headers=(("location", location),))
+
+    @staticmethod
     def stall(seconds: float) -> Fault:
         """Send the deployment's status and headers, then nothing for `seconds`, then the body."""
         return Stall(seconds)
@@ -170,10 +175,11 @@ class ErrorReply(Fault):
     retry_after: str | None = None
     body: bytes | None = None
     content_type: str = _JSON
+    headers: tuple[tuple[str, str], ...] = ()
 
     async def answer(self, exchange: Exchange) -> None:
         body = _gateway_error_body(self.status) if self.body is None else self.body
-        headers = {} if self.retry_after is None else {"retry-after": self.retry_after}
+        headers = dict(self.headers) | ({} if self.retry_after is None else {"retry-after": self.retry_after})
         await exchange.reply(self.status, body, self.content_type, headers)
 
 

@@ -37,6 +37,7 @@ from typing import Any, Literal, cast
 import httpx
 import pytest
 
+from tests.support.proc import stop
 from tests.support.tiny_model import write_tiny_model
 
 LLAMA_KEY = "llama-test-key-7c1e9a53"
@@ -177,7 +178,7 @@ def running_llama_server(
                 f"{kind} llama.cpp server exited with code {process.returncode} while in use" + _log_tail(log_path)
             )
     finally:
-        _stop(process)
+        stop(process, STOP_TIMEOUT_S)
     if owns_log:
         log_path.unlink(missing_ok=True)
 
@@ -275,17 +276,6 @@ def _model_info(url: str, api_key: str, log_path: Path) -> tuple[str, int]:
         raise LlamaServerError(
             f"unexpected GET /v1/models answer {response.status_code}: {response.text[:500]}" + _log_tail(log_path)
         ) from error
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT_S`; returns once the child is reaped."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    process.wait()
 
 
 def _log_tail(log_path: Path) -> str:

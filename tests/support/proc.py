@@ -8,6 +8,8 @@ goes. Numbers come straight from the kernel: VmRSS for memory, /proc/<pid>/fd fo
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,3 +100,20 @@ def usage(pid: int) -> Usage:
         except OSError:
             continue  # closed while we looked
     return Usage(rss, len(links), sum(link.startswith("socket:") for link in links))
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds; returns once the child is reaped.
+
+    True when it exited on its own within the grace period (or had already), False when killed.
+    """
+    if process.poll() is not None:
+        return True
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
+    return True

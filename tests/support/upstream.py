@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx2
+from mcp.server.mcpserver import MCPServer
 
 from gguf_mcp.config import Settings
 from gguf_mcp.server import build_server
@@ -21,7 +22,7 @@ async def open_upstream(settings: Settings) -> AsyncIterator[UpstreamClient]:
         yield upstream
 
 
-def offline_server(settings: Settings):  # type: ignore[no-untyped-def]
+def offline_server(settings: Settings) -> MCPServer[AppState]:
     """An MCP server for `settings` whose upstream is never opened (for tools/list and schemas)."""
     state = AppState(settings, UpstreamClient(httpx2.AsyncClient(), settings))
     return build_server(state)
