@@ -12,6 +12,7 @@ under ~/.cache/gguf-mcp. Timings are printed (`pytest -rP`).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -189,6 +190,27 @@ def test_the_bundle_holds_the_server_sources_and_nothing_else(bundle: Path) -> N
     assert bundled == expected
     everything = b"".join(contents.values())
     assert LLAMA_KEY.encode() not in everything
+
+
+def test_untracked_files_never_reach_the_bundle(tmp_path: Path) -> None:
+    """A key file or a venv left in the checkout stays out: files are picked from git's index."""
+    spec = importlib.util.spec_from_file_location("build_bundle", BUILD_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    build_bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_bundle)
+    checkout = tmp_path / "checkout"
+    (checkout / "gguf_mcp").mkdir(parents=True)
+    for name in ("__init__.py", "__main__.py"):
+        (checkout / "gguf_mcp" / name).write_text("")
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "gguf_mcp"], check=True)
+    subprocess.run([*git, "commit", "-qm", "sources"], check=True)
+    (checkout / "gguf_mcp" / "local_secrets.py").write_text(f"KEY = {LLAMA_KEY!r}\n")
+    (checkout / "gguf_mcp" / ".venv" / "lib").mkdir(parents=True)
+    (checkout / "gguf_mcp" / ".venv" / "lib" / "site.py").write_text("")
+    files = build_bundle.bundle_files(checkout)
+    assert set(files) == BUNDLED_TOP_LEVEL | {"gguf_mcp/__init__.py", "gguf_mcp/__main__.py"}
 
 
 @pytest.mark.anyio
