@@ -1,4 +1,4 @@
-"""Pinned Node tools for the external MCP checks: Node 22, the conformance suite, the Inspector.
+"""Pinned Node tools: Node 22, the conformance suite, the Inspector, and Anthropic's MCP Bundle CLI.
 
 `ensure_node_tools()` installs them once per machine into
 ``${GGUF_MCP_CACHE:-$HOME/.cache/gguf-mcp}/node-tools-<hash>/`` and reuses that directory on
@@ -45,9 +45,13 @@ NODE_VERSION = "22.23.3"
 
 CONFORMANCE_PACKAGE = "@modelcontextprotocol/conformance"
 INSPECTOR_PACKAGE = "@modelcontextprotocol/inspector"
+MCPB_PACKAGE = "@anthropic-ai/mcpb"
 PINS: Mapping[str, str] = {
     CONFORMANCE_PACKAGE: "0.1.16",
     INSPECTOR_PACKAGE: "2.12.0",
+    # `mcpb validate/pack/unpack` for the Claude Desktop bundle (scripts/build-bundle.py); 2.1.2 is
+    # the newest on the registry (2026-03-22) and knows manifest 0.4, the first with `"type": "uv"`.
+    MCPB_PACKAGE: "2.1.2",
 }
 NPM_BEFORE = "2026-11-25T00:00:00Z"
 """Resolve transitive dependencies as the registry was at this instant (npm ``--before``)."""
@@ -70,6 +74,9 @@ _NODE_PLATFORM_PACKAGES: Mapping[tuple[str, str], str] = {
 }
 _CONFORMANCE_ENTRY = "node_modules/@modelcontextprotocol/conformance/dist/index.js"
 _INSPECTOR_ENTRY = "node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js"
+_MCPB_ENTRY = "node_modules/@anthropic-ai/mcpb/dist/cli/cli.js"
+_MCPB_LIBRARY = "node_modules/@anthropic-ai/mcpb/dist/index.js"
+_ENTRIES = (_CONFORMANCE_ENTRY, _INSPECTOR_ENTRY, _MCPB_ENTRY, _MCPB_LIBRARY)
 _MANIFEST = "node-tools.json"
 _LOG_TAIL = 4000
 
@@ -202,6 +209,10 @@ class NodeTools:
     node: Path
     conformance_js: Path
     inspector_js: Path
+    mcpb_js: Path
+    """The ``mcpb`` CLI (``node mcpb_js validate|pack|unpack ...``)."""
+    mcpb_library: Path
+    """The package's module (``getMcpConfigForManifest``: how Claude Desktop turns a manifest into a command)."""
     versions: Mapping[str, str] = field(default_factory=dict)
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -308,6 +319,10 @@ class NodeTools:
             seconds = time.monotonic() - start
         return InspectorRun(argv, proc.returncode, proc.stdout, proc.stderr, seconds)
 
+    def mcpb_argv(self, *args: str) -> list[str]:
+        """``mcpb *args`` with the pinned Node (for ``subprocess``; use `env()` for its environment)."""
+        return [str(self.node), str(self.mcpb_js), *args]
+
 
 def _load(directory: Path) -> NodeTools | None:
     """The tools in `directory` if it is a complete install, else None."""
@@ -320,9 +335,11 @@ def _load(directory: Path) -> NodeTools | None:
         node=directory / "node_modules" / node_platform_package() / "bin" / "node",
         conformance_js=directory / _CONFORMANCE_ENTRY,
         inspector_js=directory / _INSPECTOR_ENTRY,
+        mcpb_js=directory / _MCPB_ENTRY,
+        mcpb_library=directory / _MCPB_LIBRARY,
         versions=dict(manifest.get("versions", {})),
     )
-    if not all(p.is_file() for p in (tools.node, tools.conformance_js, tools.inspector_js)):
+    if not all(p.is_file() for p in (tools.node, *(directory / entry for entry in _ENTRIES))):
         return None
     return tools
 
@@ -414,7 +431,7 @@ def _install(target: Path) -> None:
         ).stdout.strip()
         if reported != f"v{NODE_VERSION}":
             raise NodeToolsError(f"{node} --version printed {reported!r}, expected v{NODE_VERSION}")
-        for entry in (_CONFORMANCE_ENTRY, _INSPECTOR_ENTRY):
+        for entry in _ENTRIES:
             if not (work / entry).is_file():
                 raise NodeToolsError(f"npm install left no {entry} in {work}")
 
@@ -459,5 +476,5 @@ def ensure_node_tools() -> NodeTools:
 
 @pytest.fixture(scope="session")
 def node_tools() -> NodeTools:
-    """The pinned Node 22, conformance suite and Inspector (installed on first use)."""
+    """The pinned Node 22, conformance suite, Inspector and mcpb CLI (installed on first use)."""
     return ensure_node_tools()
