@@ -33,7 +33,7 @@ from tests.support.llama import LlamaServer
 pytestmark = pytest.mark.timeout(600)
 
 ROOT = Path(__file__).resolve().parents[1]
-SNIPPETS_FILE = ROOT / "notes" / "readme-sections.md"
+SNIPPETS_FILE = ROOT / "README.md"
 """Where the snippets live until the lead merges them: then ROOT / "README.md"."""
 INSTALLED = Path(sys.executable).parent / "gguf-mcp"
 DESKTOP_PATH = "/usr/bin:/bin"

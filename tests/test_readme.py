@@ -92,11 +92,26 @@ def vscode_entry(typed_key: str) -> ServerEntry:
     return ServerEntry(entry["command"], entry.get("args", []), {k: resolve(v) for k, v in entry["env"].items()})
 
 
-def claude_code_entry() -> ServerEntry:
-    """`claude mcp add NAME [--env K=V]... [--scope S] [--transport stdio] -- COMMAND [ARGS]...`"""
+def claude_code_entry(home: Path) -> ServerEntry:
+    """`claude mcp add NAME [--env K=V]... [--scope S] [--transport stdio] -- COMMAND [ARGS]...`,
+    after the lines before it (which put the typed key in a file) ran as the user's shell would."""
     language, text = snippet("Claude Code")
     assert language == "bash"
-    words = shlex.split(text)
+    *setup, line = text.strip().splitlines()
+    assert line.startswith("claude mcp add ") and "MODELSLAB_API_KEY" not in line  # the key stays off it
+    typed = subprocess.run(
+        ["/bin/bash", "-c", "\n".join(setup)],
+        input=ACCOUNT_KEY + "\n",
+        env={"PATH": DESKTOP_PATH, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert typed.returncode == 0, typed.stderr
+    assert ACCOUNT_KEY not in typed.stdout + typed.stderr  # not echoed
+    # The shell expands `~/` in the user's home, so Claude Code stores the absolute path.
+    words = [str(home) + word[1:] if word.startswith("~/") else word for word in shlex.split(line)]
     assert words[:3] == ["claude", "mcp", "add"]
     separator = words.index("--")
     options, (command, *args) = words[3:separator], words[separator + 1 :]
@@ -128,17 +143,17 @@ def filled_in(entry: ServerEntry, gw: Gateway) -> ServerEntry:
     return filled
 
 
-ENTRIES: dict[str, Callable[[], ServerEntry]] = {
-    "claude-desktop": lambda: mcp_servers_entry("Claude Desktop"),
+ENTRIES: dict[str, Callable[[Path], ServerEntry]] = {
+    "claude-desktop": lambda _: mcp_servers_entry("Claude Desktop"),
     "claude-code": claude_code_entry,
-    "cursor": lambda: mcp_servers_entry("Cursor"),
-    "vscode": lambda: vscode_entry(typed_key=ACCOUNT_KEY),
+    "cursor": lambda _: mcp_servers_entry("Cursor"),
+    "vscode": lambda _: vscode_entry(typed_key=ACCOUNT_KEY),
 }
 
 
 @pytest.mark.parametrize("client", list(ENTRIES))
 async def test_client_snippet_starts_a_working_server(client: str, gw: Gateway, tmp_path: Path) -> None:
-    entry = filled_in(ENTRIES[client](), gw)
+    entry = filled_in(ENTRIES[client](tmp_path), gw)
     env = {"PATH": DESKTOP_PATH, **entry.env}  # the SDK adds HOME, USER, SHELL... as desktop apps do
     params = StdioServerParameters(command=entry.command, args=entry.args, env=env, cwd=str(tmp_path))
     errlog = tmp_path / "server.stderr"
@@ -161,12 +176,12 @@ def test_the_desktop_path_does_not_find_a_bare_gguf_mcp() -> None:
     assert shutil.which("gguf-mcp", path=DESKTOP_PATH) is None
 
 
-def test_the_snippets_name_only_settings_gguf_mcp_knows() -> None:
+def test_the_snippets_name_only_settings_gguf_mcp_knows(tmp_path: Path) -> None:
     from gguf_mcp.config import OPTIONS
 
     known = {o.env for o in OPTIONS}
     for name, make in ENTRIES.items():
-        assert set(make().env) <= known, name
+        assert set(make(tmp_path).env) <= known, name
 
 
 def test_the_doctor_snippet_checks_the_deployment(gw: Gateway, tmp_path: Path) -> None:
@@ -199,3 +214,39 @@ def test_the_wheel_commands_name_this_version() -> None:
     wheels = set(re.findall(r"dist/(gguf_mcp-[^ ]+\.whl)", text))
     assert wheels == {f"gguf_mcp-{__version__}-py3-none-any.whl"}
     assert "pip wheel . --no-deps -w dist" in text
+
+
+def test_every_command_in_the_readme_runs_after_the_install_without_activating_the_venv() -> None:
+    """The install puts gguf-mcp and uvicorn in .venv/bin, not on PATH: no block may call them bare."""
+    blocks = re.findall(r"^```(?:bash|sh)\n(.*?)^```", README.read_text(), re.MULTILINE | re.DOTALL)
+    assert blocks
+    for block in blocks:
+        for line in block.splitlines():
+            if line.startswith(("uvx ", "pipx ")):
+                continue  # the command's name as an argument of another installer, not a call
+            for word in ("gguf-mcp", "uvicorn"):
+                bare = re.search(rf"(^|[\s;&|(=]){word}(\s|$)", line)
+                assert bare is None, f"bare {word!r} (not on PATH after the install) in: {line}"
+
+
+def test_the_run_snippet_starts_the_server_as_written(gw: Gateway, tmp_path: Path) -> None:
+    """README, Run: the key typed at a prompt, then the venv's gguf-mcp serving stdio until stdin ends."""
+    _, text = code_after("\n## Run\n")
+    script = text.replace(f"GGUF_DEPLOYMENT_ID={PLACEHOLDER_ID}", f"GGUF_BASE_URL={gw.base_url_for('dep-main')}")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "gguf-mcp").symlink_to(INSTALLED)
+    request = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+               "capabilities": {}, "clientInfo": {"name": "readme", "version": "0"}}}  # fmt: skip
+    out = subprocess.run(
+        ["/bin/bash", "-c", script],
+        input=ACCOUNT_KEY + "\n" + json.dumps(request) + "\n",
+        env={"PATH": DESKTOP_PATH, "HOME": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])["result"]["serverInfo"]["name"] == "gguf-mcp"
+    assert ACCOUNT_KEY not in out.stdout + out.stderr
