@@ -17,11 +17,11 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from gguf_mcp.catalog import ModelInfo
 from gguf_mcp.config import Deployment, Settings
-from gguf_mcp.errors import GGUFMCPError, NotSupported, UnknownDeployment, no_embeddings, unexpected_shape
+from gguf_mcp.errors import GGUFMCPError, NotSupported, UnknownDeployment, cut, no_embeddings, unexpected_shape
 from gguf_mcp.generation import generate
 from gguf_mcp.health import check_all
 from gguf_mcp.protocols import (
@@ -173,6 +173,49 @@ class EmbedResult(BaseModel):
 
 # ---------------------------------------------------------------------------------------------
 # Errors: the one place an error becomes what the agent reads
+
+
+class GGUFTool(Tool):
+    """The SDK's tool, reporting invalid arguments one line per argument instead of pydantic's dump:
+    the argument, what was wrong with it, what is accepted."""
+
+    async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        try:
+            return await super().run(arguments, context, convert_result)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):  # the SDK's documented cause of a bad call
+                raise ToolError(invalid_arguments(self.name, exc.__cause__, self.parameters)) from None
+            raise
+
+
+def invalid_arguments(tool: str, error: ValidationError, schema: dict[str, Any]) -> str:
+    lines: dict[str, str] = {}
+    for problem in error.errors(include_url=False):
+        loc = [str(part) for part in problem["loc"]]
+        if not loc or loc[0] in lines:
+            continue  # one line per argument: the first problem pydantic found with it
+        where = ".".join(loc[: 3 if len(loc) > 1 and loc[1].isdigit() else 1])
+        got = "" if problem["type"] == "missing" else f" (got {cut(repr(problem['input']), 60)})"
+        accepted = _accepted(schema.get("properties", {}).get(loc[0], {}))
+        lines[loc[0]] = f"- {where}: {problem['msg']}{got}" + (f"; accepted: {accepted}" if accepted else "")
+    return f"Invalid arguments for {tool} (nothing was sent):\n" + "\n".join(lines.values())
+
+
+def _accepted(schema: dict[str, Any]) -> str:
+    """What a property's schema accepts, in a few words."""
+    kinds = schema.get("type")
+    text = " or ".join(kinds) if isinstance(kinds, list) else str(kinds or "")
+    if "enum" in schema:
+        text = "one of " + ", ".join(map(str, schema["enum"]))
+    low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
+    if low is not None and high is not None:
+        text += f" from {low} to {high}"
+    elif low is not None:
+        text += f" above {low}" if "exclusiveMinimum" in schema else f" of at least {low}"
+    if "maxItems" in schema:
+        text += f" of at most {schema['maxItems']} items"
+    return text.strip()
+
 
 P = ParamSpec("P")
 
@@ -384,7 +427,7 @@ def build_tools(settings: Settings) -> list[Tool]:
     for fn in TOOLS:
         if fn.__name__ not in settings.tools:
             continue
-        tool = Tool.from_function(reports_errors(fn), annotations=READ_ONLY)
+        tool = GGUFTool.from_function(reports_errors(fn), annotations=READ_ONLY)
         # With one deployment there is nothing to choose: the argument stays accepted, unadvertised.
         if len(names) > 1:
             tool.parameters["properties"]["deployment"] = {"type": "string", "enum": names}

@@ -265,13 +265,9 @@ class UpstreamClient:
                 error: UpstreamError = error_for_transport(dep.name, dep.base_url, *_failure(exc), self._timeout)
             else:
                 if log.isEnabledFor(logging.DEBUG):
+                    headers_seen = list(response.headers.items())
                     log.debug(  # the logging filter redacts secrets, even a key a proxy echoes back
-                        "%s %s on %r: HTTP %d %s",
-                        method,
-                        route,
-                        dep.name,
-                        response.status_code,
-                        response.headers.items(),
+                        "%s %s on %r: HTTP %d %s", method, route, dep.name, response.status_code, headers_seen
                     )
                 status = response.status_code
                 if status < 300:

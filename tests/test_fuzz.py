@@ -54,9 +54,10 @@ CALL_TIMEOUT_S = 20.0
 _STOP = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
 _COMMON = {
     "model": {"const": "local"},
-    "max_tokens": {"type": "integer", "minimum": 1},
+    # llama-server reads these into C integers: n_predict is int32, the seed uint32 (-1: random).
+    "max_tokens": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
     "top_p": {"type": "number", "minimum": 0, "maximum": 1},
-    "seed": {"type": "integer"},
+    "seed": {"type": "integer", "minimum": -1, "maximum": 2**32 - 1},
     "stream": {"const": True},
     "stream_options": {"type": "object"},
 }
@@ -108,7 +109,7 @@ PROTOCOL: dict[str, dict[str, Any]] = {
             },
             "system": {"anyOf": [{"type": "string"}, _OBJECTS]},
             "temperature": {"type": "number", "minimum": 0, "maximum": 1},
-            "top_k": {"type": "integer", "minimum": 1},
+            "top_k": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
             "stop_sequences": {"type": "array", "items": {"type": "string"}},
             "tools": _OBJECTS,
             "tool_choice": {"type": "object"},

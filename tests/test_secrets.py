@@ -326,3 +326,45 @@ def test_log_records_are_redacted_by_value_wherever_the_key_hides(
     written = stderr.getvalue()
     assert "x-custom-auth" in written and "call failed" in written and "chained" in written
     assert ACCOUNT_KEY not in written
+
+
+# --- A key the model echoes one token at a time ---------------------------------------------------
+
+
+def split_key_stream(*, pieces: int, done: bool) -> bytes:
+    """The key split across `pieces` events between ordinary tokens, as a model emits it."""
+    size = -(-len(ACCOUNT_KEY) // pieces)
+    parts = [ACCOUNT_KEY[i : i + size] for i in range(0, len(ACCOUNT_KEY), size)]
+    events = [token_chunk("Your key is "), *(token_chunk(p) for p in parts), token_chunk(", keep it safe.")]
+    return sse(*events, *(["[DONE]"] if done else []))
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self.messages.append(message or "")
+
+
+@pytest.mark.parametrize("pieces", [2, 5])
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_a_key_split_across_streamed_events_is_masked_in_progress_result_and_partial_output(
+    canned: Gateway, transport: Transport, pieces: int, tmp_path: Path
+) -> None:
+    bridge = Bridge(transport, tmp_path)
+    async with bridge.connect(env_for(canned, GGUF_MCP_LOG_LEVEL="warning")) as client:
+        canned.inject("dep", Fault.error(200, body=split_key_stream(pieces=pieces, done=True), content_type=SSE))
+        progress = Collect()
+        whole = await client.call_tool("chat", {"messages": USER, "max_tokens": 40}, progress_callback=progress)
+        canned.inject("dep", Fault.error(200, body=split_key_stream(pieces=pieces, done=False), content_type=SSE))
+        cut = await client.call_tool("chat", {"messages": USER, "max_tokens": 40}, progress_callback=Collect())
+    text = whole.content[0].text  # type: ignore[union-attr]
+    assert not whole.is_error and text.startswith("Your key is [redacted], keep it safe."), text
+    assert (whole.structured_content or {})["text"] == "Your key is [redacted], keep it safe."
+    joined = "".join(progress.messages)
+    assert joined == "Your key is [redacted], keep it safe.", progress.messages  # as a client joins them
+    assert cut.is_error and "Partial output" in cut.content[0].text  # type: ignore[union-attr]
+    assert ACCOUNT_KEY not in bridge.seen_text()
+    for piece in (ACCOUNT_KEY[: len(ACCOUNT_KEY) // 2], ACCOUNT_KEY[len(ACCOUNT_KEY) // 2 :]):
+        assert piece not in joined and piece not in bridge.seen_text()
