@@ -15,7 +15,17 @@ from typing import Any
 import pytest
 
 from tests.support.bridge import base_env, free_port
-from tests.support.gateway import ACCOUNT_KEY, Fault, Gateway, Message, Receive, Scope, Send, running_asgi_app
+from tests.support.gateway import (
+    ACCOUNT_KEY,
+    Exchange,
+    Fault,
+    Gateway,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    running_asgi_app,
+)
 from tests.support.llama import LLAMA_KEY, LlamaServer
 
 WRONG_KEY = "sk-canary-wrong-key-5be81f07aa"
@@ -113,6 +123,24 @@ def test_a_rejected_key_is_one_failure_and_stops_there(gw: Gateway) -> None:
     assert lines(out)[3] == "--   default: model and completions not checked until this is fixed"
     assert lines(out)[-1] == "1 check failed; fix it and run again."
     assert len(gw.requests) == 1  # never retried, never sent again to the other routes
+
+
+class PassThrough(Fault):
+    """The deployment's own answer (a placeholder in the fault queue)."""
+
+    async def answer(self, exchange: Exchange) -> None:
+        await exchange.pass_through()
+
+
+def test_a_key_the_model_list_accepts_but_a_completion_route_rejects_fails_the_key_check(gw: Gateway) -> None:
+    gw.inject("dep-main", PassThrough())  # GET /v1/models: fine
+    gw.inject("dep-main", Fault.error(401))  # POST /v1/chat/completions: the key is refused
+    out = doctor({"GGUF_BASE_URL": gw.base_url_for("dep-main"), "MODELSLAB_API_KEY": ACCOUNT_KEY})
+    assert out.returncode == 1
+    assert lines(out)[2].startswith("FAIL default: key rejected: Deployment 'default' rejected the API key (HTTP 401")
+    assert "--   default: chat completion not checked: the key was rejected" in lines(out)
+    assert "--   default: messages not checked: the key was rejected" in lines(out)
+    assert [r.path for r in gw.requests_for("dep-main")] == ["/v1/models", "/v1/chat/completions"]
 
 
 def test_one_failing_deployment_fails_the_run_but_not_the_others(gw: Gateway, tmp_path: Path) -> None:

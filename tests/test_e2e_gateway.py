@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
 from gguf_mcp import __version__
 from tests.support.bridge import Bridge
 from tests.support.calls import env_for, text_of
-from tests.support.gateway import ACCOUNT_KEY, Gateway
+from tests.support.gateway import ACCOUNT_KEY, Exchange, Fault, Gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -112,6 +113,43 @@ async def test_list_models_one_failure_does_not_hide_the_others(bridge: Bridge, 
     assert entries["main"]["models"][0]["id"]
     assert "was not found (HTTP 404" in entries["gone"]["error"]
     assert "gone: error:" in text_of(result)
+
+
+class AllAtOnce(Fault):
+    """Answers only once `expected` requests are open at the same time (the deployments asked
+    at once); asked one after another, the first waits in vain and gets a 500."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.arrived = 0
+        self.together: anyio.Event | None = None
+
+    async def answer(self, exchange: Exchange) -> None:
+        self.together = self.together or anyio.Event()  # made on the gateway's own event loop
+        self.arrived += 1
+        if self.arrived == self.expected:
+            self.together.set()
+        with anyio.move_on_after(10):
+            await self.together.wait()
+        if not self.together.is_set():
+            await exchange.reply(500, b'{"error": {"message": "asked one after another"}}', "application/json")
+            return
+        await exchange.pass_through()
+
+
+async def test_list_models_asks_every_deployment_at_once(bridge: Bridge, gw: Gateway, tmp_path: Path) -> None:
+    together = AllAtOnce(expected=2)
+    gw.inject("dep-main", together)
+    gw.inject("dep-other", together)
+    config = tmp_path / "two.toml"
+    config.write_text(
+        f'[deployments.a]\nbase_url = "{gw.base_url_for("dep-main")}"\n'
+        f'[deployments.b]\nbase_url = "{gw.base_url_for("dep-other")}"\n'
+    )
+    async with bridge.connect({"GGUF_MCP_CONFIG": str(config), "MODELSLAB_API_KEY": ACCOUNT_KEY}) as client:
+        result = await client.call_tool("list_models", {})
+    assert result.structured_content is not None
+    assert [d.get("error") for d in result.structured_content["deployments"]] == [None, None], text_of(result)
 
 
 async def test_not_ready_and_restarting_are_retried_until_success(bridge: Bridge, gw: Gateway) -> None:

@@ -113,6 +113,7 @@ async def test_a_proxy_asking_for_credentials_gets_those_in_its_url_and_nobody_e
     texts = await call_both_protocols(bridge, env)
     assert not any(t.startswith("error") for t in texts), texts
     expected = "Proxy-Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    assert proxy.heads, "no request reached the proxy"
     assert all(expected.lower() in head.decode("latin-1").lower() for head in proxy.heads)
     assert all("proxy-authorization" not in r.headers for r in gw.requests_for(DEP))  # not passed on
     assert PROXY_PASSWORD not in bridge.seen_text()
@@ -128,6 +129,7 @@ async def test_https_through_a_proxy_is_tunnelled_so_the_proxy_never_sees_the_ke
     assert not any(t.startswith("error") for t in texts), texts
     assert proxy.seen and all(line == f"CONNECT 127.0.0.1:{front.port} HTTP/1.1" for line in proxy.seen)
     credentials = base64.b64encode(f"agent:{PROXY_PASSWORD}".encode()).decode()
+    assert proxy.heads, "no tunnel request reached the proxy"
     assert all(f"proxy-authorization: basic {credentials}".lower() in h.decode().lower() for h in proxy.heads)
     assert not any(ACCOUNT_KEY.encode() in head for head in proxy.heads)
     assert len(gw.requests_for(DEP)) == 2
