@@ -69,6 +69,12 @@ class AuthenticationFailed(UpstreamError):
     label = "key rejected"
 
 
+class KeyMissing(AuthenticationFailed):
+    """401/403 while no key is set for the deployment: it needs one."""
+
+    label = "key missing"
+
+
 class DeploymentNotFound(UpstreamError):
     """404 from the gateway: no such deployment for this account, or a base URL that is not one."""
 
@@ -258,7 +264,7 @@ def error_for_status(
     cls: type[UpstreamError]
     if status in (401, 403) and not has_key:
         cls, text = (
-            AuthenticationFailed,
+            KeyMissing,
             f"{where} asks for an API key (HTTP {status}: {detail}), and {key_env} is not set. Set it in the "
             "server's environment, or use --api-key-file.",
         )

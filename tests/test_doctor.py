@@ -287,3 +287,20 @@ def test_doctor_never_imports_the_mcp_sdk(gateway: Gateway) -> None:
     env = {"GGUF_BASE_URL": gateway.base_url_for("dep-canned"), "MODELSLAB_API_KEY": ACCOUNT_KEY}
     out = subprocess.run([sys.executable, "-c", code], env=base_env() | env, capture_output=True, text=True, timeout=60)
     assert lines(out)[-1] == "NO-SDK 0", out.stdout + out.stderr
+
+
+def test_https_to_a_plain_http_server_says_to_try_http(gw: Gateway) -> None:
+    url = gw.base_url_for("dep-main").replace("http://", "https://", 1)
+    out = doctor({"GGUF_BASE_URL": url, "MODELSLAB_API_KEY": ACCOUNT_KEY})
+    assert out.returncode == 1
+    assert lines(out)[1].startswith("FAIL default: not TLS: Deployment 'default'")
+    assert "the server may not speak TLS; try http:// instead of https://" in lines(out)[1]
+    assert gw.requests == []
+
+
+def test_a_missing_key_is_named_as_missing_not_as_rejected(gw: Gateway) -> None:
+    out = doctor({"GGUF_BASE_URL": gw.base_url_for("dep-main")})
+    assert out.returncode == 1
+    assert lines(out)[2].startswith("FAIL default: key missing: Deployment 'default' asks for an API key (HTTP 401")
+    assert "and MODELSLAB_API_KEY is not set" in lines(out)[2]
+    assert "rejected the API key" not in out.stdout

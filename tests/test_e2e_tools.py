@@ -244,6 +244,7 @@ async def test_embed_returns_one_vector_per_input(bridge: Bridge, target: Target
     assert [e["index"] for e in many["embeddings"]] == [0, 1]
     assert all(len(e["embedding"]) == 64 for e in many["embeddings"])
     assert many["embeddings"][0]["embedding"] == pytest.approx(one["embeddings"][0]["embedding"], abs=1e-5)
+    assert one["model"] == many["model"] == target.model_id  # not the "local" it was sent
     assert many["usage"]["prompt_tokens"] > one["usage"]["prompt_tokens"]
 
 
