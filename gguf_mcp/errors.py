@@ -210,24 +210,27 @@ def _page_summary(text: str) -> str:
     return f"an HTML page: {excerpt}" if excerpt else "an empty HTML page"
 
 
+def _json_message(data: object) -> str | None:
+    """The message in an error body's usual JSON shapes: {"error": {"message"}}, {"error": "..."}, {"detail"}."""
+    if not isinstance(data, dict):
+        return None
+    err = data.get("error", data)
+    if isinstance(err, str) and err:
+        return err
+    for found in ((err.get("message") or err.get("detail")) if isinstance(err, dict) else None,
+                  data.get("detail") or data.get("message")):  # fmt: skip
+        if isinstance(found, str) and found:
+            return found
+    return None
+
+
 def upstream_message(body: bytes, secrets: Iterable[str] = ()) -> str:
     """The human message inside an upstream error body, whatever its shape: redacted, then cut."""
     text = body.decode("utf-8", "replace")
     try:
-        data = json.loads(text)
+        message = _json_message(json.loads(text))
     except ValueError:
-        data = None
-    message: str | None = None
-    if isinstance(data, dict):
-        err = data.get("error", data)
-        if isinstance(err, dict):
-            found = err.get("message") or err.get("detail")
-            message = found if isinstance(found, str) and found else None
-        elif isinstance(err, str) and err:
-            message = err
-        if message is None:
-            detail = data.get("detail") or data.get("message")
-            message = detail if isinstance(detail, str) and detail else None
+        message = None
     if message is None:
         stripped = text.lstrip()
         looks_html = stripped[:1] == "<" and re.match(r"<(!doctype|html|head|body|\?xml|title)", stripped, re.I)

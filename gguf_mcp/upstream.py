@@ -205,21 +205,9 @@ class UpstreamClient:
                 if data_text == "[DONE]":
                     final = True
                     continue
-                try:
-                    data = json.loads(data_text)
-                except ValueError:
-                    raise invalid_response(
-                        dep.name, "an event that is not JSON", data_text.encode(), content_type, self._secrets
-                    ) from None
-                if not isinstance(data, dict):
-                    raise invalid_response(
-                        dep.name, "an event that is not a JSON object", data_text.encode(), content_type, self._secrets
-                    )
-                if kind == "error" or data.get("type") == "error" or ("error" in data and "choices" not in data):
-                    raise stream_error(dep.name, data, self._secrets)
+                data = self._event(dep, kind, data_text, content_type)
                 yield self.redactor.data(data)
-                if data.get("type") == "message_stop":
-                    final = True
+                final = data.get("type") == "message_stop"
         except EventTooLarge:
             raise too_large(dep.name, MAX_EVENT, "one streamed event") from None
         except httpx2.TransportError as exc:
@@ -231,6 +219,22 @@ class UpstreamClient:
                 await response.aclose()
         if not final:
             raise stream_broken(dep.name, None, "", self._timeout)
+
+    def _event(self, dep: Deployment, kind: str, text: str, content_type: str) -> dict[str, Any]:
+        """One event's JSON object, or the error it is (not JSON, not an object, an error event)."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise invalid_response(
+                dep.name, "an event that is not JSON", text.encode(), content_type, self._secrets
+            ) from None
+        if not isinstance(data, dict):
+            raise invalid_response(
+                dep.name, "an event that is not a JSON object", text.encode(), content_type, self._secrets
+            )
+        if kind == "error" or data.get("type") == "error" or ("error" in data and "choices" not in data):
+            raise stream_error(dep.name, data, self._secrets)
+        return data
 
     async def _send(
         self,
