@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, ParamSpec
 
 from mcp.server.mcpserver import Context
@@ -23,7 +23,7 @@ from gguf_mcp.catalog import ModelInfo
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.errors import GGUFMCPError, NotSupported, UnknownDeployment, cut, no_embeddings, unexpected_shape
 from gguf_mcp.generation import generate
-from gguf_mcp.health import check_all, check_models
+from gguf_mcp.health import check_all
 from gguf_mcp.protocols import (
     ANTHROPIC_MESSAGES,
     OPENAI_CHAT,
@@ -44,18 +44,6 @@ class AppState:
 
     settings: Settings
     upstream: UpstreamClient
-    model_ids: dict[str, str] = field(default_factory=dict)
-    """Each deployment's model id, once learned from its /v1/models."""
-
-    async def model_id(self, dep: Deployment, reported: str | None) -> str | None:
-        """The deployed model's id: what the answer says, unless it only echoes our "local"."""
-        if reported and reported != "local":
-            return reported
-        if dep.name not in self.model_ids:
-            health = await check_models(self.upstream, dep)
-            if health.models:
-                self.model_ids[dep.name] = health.models[0].id
-        return self.model_ids.get(dep.name, reported)
 
     def deployment(self, name: str | None) -> Deployment:
         deployments = self.settings.deployments
@@ -361,7 +349,8 @@ async def embed(
     state = ctx.request_context.lifespan_context
     dep = state.deployment(deployment)
     try:
-        data = await state.upstream.post(dep, EMBEDDINGS, {"model": "local", "input": input})
+        # No "model": llama-server then names the deployed model in its answer (sent "local", it echoes that).
+        data = await state.upstream.post(dep, EMBEDDINGS, {"input": input})
     except NotSupported as exc:
         raise no_embeddings(dep.name, exc) from None
     try:
@@ -373,7 +362,7 @@ async def embed(
             embeddings=vectors,
             dimensions=len(vectors[0].embedding) if vectors else 0,
             usage=usage(EmbedUsage, data),
-            model=await state.model_id(dep, data.get("model")),
+            model=data.get("model"),
             deployment=dep.name,
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError):

@@ -73,7 +73,7 @@ def test_a_healthy_deployment_passes_every_check_through_the_real_auth_headers(g
         r"ok   configuration: valid; deployments: default",
         rf"ok   default: reachable at {url} \(GET /v1/models answered in \d+ ms\)",
         r"ok   default: key accepted \(MODELSLAB_API_KEY\)",
-        r"ok   default: model tiny-test-model listed \(context 2048\)",
+        r"ok   default: model tiny-test-model listed \(context 8192\)",
         r"ok   default: chat completion answered \(POST /v1/chat/completions, max_tokens 1, \d+ ms\)",
         r"ok   default: messages answered \(POST /v1/messages, max_tokens 1, \d+ ms\)",
         r"All 6 checks passed: gguf-mcp is ready for your MCP client\.",
@@ -96,7 +96,7 @@ def test_llama_server_itself_passes_with_its_key(llama_server: LlamaServer, tmp_
     config.write_text(f'[deployments.main]\nbase_url = "{llama_server.v1_url}/"\n')
     out = doctor({"GGUF_MCP_CONFIG": str(config), "MODELSLAB_API_KEY": LLAMA_KEY})
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "ok   main: model tiny-test-model listed (context 2048)" in lines(out)
+    assert "ok   main: model tiny-test-model listed (context 8192)" in lines(out)
     assert f"ok   main: reachable at {llama_server.url} " in out.stdout
 
 

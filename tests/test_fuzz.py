@@ -128,7 +128,7 @@ PROTOCOL: dict[str, dict[str, Any]] = {
     },
     "/v1/embeddings": {
         "type": "object",
-        "required": ["model", "input"],
+        "required": ["input"],  # llama-server needs no model: without one it names the deployed model
         "additionalProperties": False,
         "properties": {
             "model": {"const": "local"},

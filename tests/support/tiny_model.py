@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 N_EMBD = 64
 """Embedding width, so also the length of every ``/v1/embeddings`` vector."""
-N_CTX = 2048
+N_CTX = 8192
 """Training context length; llama-server uses it as its context size."""
 N_HEAD = 4
 N_FF = 128
