@@ -1,7 +1,16 @@
-"""Tool schemas, compacted: every character of `tools/list` is context the agent pays for.
+"""Tool schemas, compacted and portable: every character of `tools/list` is context the agent pays for,
+and every client must read the schema as meant.
 
 The SDK generates JSON Schemas from the tools' signatures; these functions shrink them without
-changing what they accept from an agent that omits optional arguments.
+changing what they accept from an agent that omits optional arguments, in the subset of JSON
+Schema that agent frameworks convert without loss (checked in tests/test_schema_portability.py):
+
+- a union is `anyOf` of complete schemas, never a `"type": [..]` list (the Inspector's portability
+  report warns of those; llama-index keeps only their first type);
+- every array says what its items are (Pydantic AI's OpenAI strict mode refuses untyped arrays);
+- an object without properties is closed or free-form on purpose: the input schema of a tool
+  without arguments says `"additionalProperties": false` (the OpenAI Agents SDK otherwise falls
+  back from strict mode), and a free-form argument stays `{"type": "object"}`.
 """
 
 from __future__ import annotations
@@ -10,7 +19,12 @@ from typing import Any
 
 
 def prune(schema: dict[str, Any], levels: int) -> None:
-    """Keep `levels` levels of nested properties; below that, objects and arrays keep only their type."""
+    """Keep `levels` levels of nested properties; below that, objects and arrays keep only their type.
+
+    Meant for output schemas: they outline the result, whose fields describe themselves, so what is
+    always present (`required`) is left for the result to show.
+    """
+    schema.pop("required", None)
     for prop in schema.get("properties", {}).values():
         if levels <= 1:
             for key in ("properties", "required", "items", "description"):
@@ -24,7 +38,8 @@ def compact(schema: dict[str, Any]) -> None:
     optional arguments: every character of `tools/list` is context the agent pays for.
 
     Drops titles and defaults, `"additionalProperties": true` (the default), the `null` branch
-    of optional fields (omitting them means the same) and inlines `$defs`.
+    of optional fields (omitting them means the same) and inlines `$defs`. A root without
+    properties (a tool without arguments) is closed.
     """
     defs = schema.pop("$defs", {})
 
@@ -40,8 +55,6 @@ def compact(schema: dict[str, Any]) -> None:
             if key in ("title", "default") or (key == "additionalProperties" and value is True):
                 continue
             out[key] = {k: walk(v) for k, v in value.items()} if key == "properties" else walk(value)
-        if out.get("type") == "array" and out.get("items") == {"type": "object"}:
-            del out["items"]  # "an array" says as much to the reader; arguments are validated anyway
         branches = out.get("anyOf")
         if branches and {"type": "null"} in branches:
             rest = [b for b in branches if b != {"type": "null"}]
@@ -50,5 +63,7 @@ def compact(schema: dict[str, Any]) -> None:
         return out
 
     compacted = walk(schema)
+    if compacted.get("properties") == {}:
+        compacted["additionalProperties"] = False
     schema.clear()
     schema.update(compacted)

@@ -119,22 +119,29 @@ class AnthropicMessage(BaseModel):
     content: str | Blocks
 
 
-_MESSAGES = Field(min_length=1, max_length=MAX_MESSAGES, description='e.g. [{"role":"user","content":"Hi"}]')
-_ARRAY = WithJsonSchema({"type": "array", "maxItems": MAX_MESSAGES})
-ChatMessages = Annotated[list[ChatMessage], _MESSAGES, _ARRAY]
+# Advertised schemas are portable (tests/test_schema_portability.py): a union is `anyOf` of whole
+# schemas, never a `"type"` list, and every array types its items. Some are written out to say the
+# same in fewer characters than generated ones; validation still takes every documented form.
+_STRING = {"type": "string"}
+_OBJECTS = {"type": "array", "items": {"type": "object"}}
+_STRINGS = {"type": "array", "items": _STRING}
+
+_MESSAGES = Field(min_length=1, max_length=MAX_MESSAGES)
+_ARRAY = WithJsonSchema({**_OBJECTS, "maxItems": MAX_MESSAGES})
+_EXAMPLE = Field(description='e.g. [{"role":"user","content":"Hi"}]')  # on chat's only: the budget
+ChatMessages = Annotated[list[ChatMessage], _MESSAGES, _ARRAY, _EXAMPLE]
 AnthropicMessages = Annotated[list[AnthropicMessage], _MESSAGES, _ARRAY]
 
 
 DeploymentArg = Annotated[str | None, Field()]  # its schema becomes the enum of configured names
-Deadline = Annotated[float | None, Field(gt=0, description="Seconds; then partial output.")]
+Deadline = Annotated[float | None, Field(gt=0, description="Seconds")]
 MaxTokens = Annotated[int | None, Field(ge=1, le=INT32)]
 Temperature = Annotated[float | None, Field(ge=0, le=2)]
 TopP = Annotated[float | None, Field(ge=0, le=1)]
 Seed = Annotated[int | None, Field(ge=-1, le=UINT32)]
 Tools = Annotated[list[JSONObject] | None, Field(max_length=MAX_TOOLS)]
-# Schemas say the common form in fewer characters; validation still takes every documented one.
 Stop = Annotated[
-    Annotated[list[str], Field(max_length=MAX_STOP)] | str | None, WithJsonSchema({"type": ["array", "string"]})
+    Annotated[list[str], Field(max_length=MAX_STOP)] | str | None, WithJsonSchema({"anyOf": [_STRING, _STRINGS]})
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -280,7 +287,7 @@ async def chat(
     stop: Stop = None,
     seed: Seed = None,
     tools: Tools = None,
-    tool_choice: Annotated[str | JSONObject | None, WithJsonSchema({"type": ["string", "object"]})] = None,
+    tool_choice: str | JSONObject | None = None,
     response_format: Annotated[
         JSONObject | None, Field(description='e.g. {"type":"json_schema","json_schema":{"schema":{}}}')
     ] = None,
@@ -304,7 +311,7 @@ async def messages(
     messages: AnthropicMessages,
     max_tokens: Annotated[int, Field(ge=1, le=INT32)],
     deployment: DeploymentArg = None,
-    system: Annotated[str | Blocks | None, WithJsonSchema({"type": ["string", "array"]})] = None,
+    system: Annotated[str | Blocks | None, WithJsonSchema({"anyOf": [_STRING, _OBJECTS]})] = None,
     temperature: Annotated[float | None, Field(ge=0, le=1)] = None,
     top_p: TopP = None,
     top_k: Annotated[int | None, Field(ge=1, le=INT32)] = None,
@@ -341,11 +348,11 @@ async def embed(
     input: Annotated[
         str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=MAX_INPUTS)],
         Field(min_length=1),
-        WithJsonSchema({"type": ["string", "array"]}),
+        WithJsonSchema({"anyOf": [_STRING, {**_STRINGS, "maxItems": MAX_INPUTS}]}),
     ],
     deployment: DeploymentArg = None,
 ) -> Annotated[CallToolResult, EmbedResult]:
-    """Embed a text or a list of texts (OpenAI embeddings)."""
+    """Embed texts (OpenAI embeddings)."""
     state = ctx.request_context.lifespan_context
     dep = state.deployment(deployment)
     try:

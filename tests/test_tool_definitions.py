@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mcp import Client
@@ -13,6 +15,7 @@ from tests.support.upstream import offline_server
 
 pytestmark = pytest.mark.anyio
 BUDGET = 4000  # characters of tools/list for all tools; README reports the measured size
+TWO_DEPLOYMENTS = '[deployments.a]\nbase_url = "http://127.0.0.1:9"\n[deployments.b]\nbase_url = "http://127.0.0.1:8"\n'
 
 
 async def listed(env: dict[str, str]) -> list[dict[str, object]]:
@@ -38,8 +41,39 @@ async def test_every_tool_is_described_read_only_and_structured() -> None:
 
 async def test_several_deployments_are_offered_by_name(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text(
-        '[deployments.a]\nbase_url = "http://127.0.0.1:9"\n[deployments.b]\nbase_url = "http://127.0.0.1:8"\n'
-    )
+    config.write_text(TWO_DEPLOYMENTS)
     for tool in await listed({"GGUF_MCP_CONFIG": str(config)}):
         assert tool["inputSchema"]["properties"]["deployment"] == {"type": "string", "enum": ["a", "b"]}  # type: ignore[index]
+
+
+def nodes(schema: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every subschema of `schema` with its path (properties, items, anyOf branches)."""
+    if not isinstance(schema, dict):
+        return
+    yield path, schema
+    for name, sub in schema.get("properties", {}).items():
+        yield from nodes(sub, f"{path}.{name}")
+    if "items" in schema:
+        yield from nodes(schema["items"], f"{path}[]")
+    for i, sub in enumerate(schema.get("anyOf", [])):
+        yield from nodes(sub, f"{path}|{i}")
+
+
+async def test_schemas_keep_to_the_portable_subset(tmp_path: Path) -> None:
+    """What tests/test_schema_portability.py checks with the clients themselves, in a nutshell: no
+    `"type"` lists (unions are `anyOf`), every node typed, every input array typed item by item, and
+    a tool without arguments closed."""
+    config = tmp_path / "c.toml"
+    config.write_text(TWO_DEPLOYMENTS)
+    for env in ({"GGUF_BASE_URL": "http://127.0.0.1:9"}, {"GGUF_MCP_CONFIG": str(config)}):
+        for tool in await listed(env):
+            for kind in ("inputSchema", "outputSchema"):
+                for path, node in nodes(tool[kind]):
+                    where = f"{tool['name']} {kind}{path}: {node}"
+                    assert isinstance(node.get("type", ""), str), where
+                    assert "type" in node or "anyOf" in node or "enum" in node, where
+                    if kind == "inputSchema" and node.get("type") == "array":
+                        assert isinstance(node.get("items"), dict) and "type" in node["items"], where
+            inputs: Any = tool["inputSchema"]
+            if not inputs["properties"]:
+                assert inputs["additionalProperties"] is False, tool

@@ -33,6 +33,8 @@ FRAMEWORKS: Mapping[str, tuple[str, ...]] = {
     "pydantic-ai": ("pydantic-ai-slim[mcp]==2.68.0",),
     # Resolves mcp 1.30.0: it cannot live beside gguf-mcp (mcp 2.x).
     "langchain": ("langchain-mcp-adapters==0.3.2",),
+    # Only for how it turns an MCP tool schema into its own tool (tests/test_schema_portability.py).
+    "llama-index": ("llama-index-tools-mcp==0.6.0",),
 }
 EXCLUDE_NEWER = "2026-11-25T00:00:00Z"
 """Resolve as the package index was at this instant (uv ``--exclude-newer``)."""
