@@ -210,8 +210,12 @@ def invalid_arguments(tool: str, error: ValidationError, schema: dict[str, Any])
 
 def _accepted(schema: dict[str, Any]) -> str:
     """What a property's schema accepts, in a few words."""
+    if "anyOf" in schema:
+        return " or ".join(filter(None, (_accepted(branch) for branch in schema["anyOf"])))
     kinds = schema.get("type")
     text = " or ".join(kinds) if isinstance(kinds, list) else str(kinds or "")
+    if kinds == "array" and isinstance(schema.get("items"), dict) and "type" in schema["items"]:
+        text += f" of {schema['items']['type']}s"
     if "enum" in schema:
         text = "one of " + ", ".join(map(str, schema["enum"]))
     low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
@@ -220,7 +224,7 @@ def _accepted(schema: dict[str, Any]) -> str:
     elif low is not None:
         text += f" above {low}" if "exclusiveMinimum" in schema else f" of at least {low}"
     if "maxItems" in schema:
-        text += f" of at most {schema['maxItems']} items"
+        text += f" (at most {schema['maxItems']} items)"
     return text.strip()
 
 
