@@ -24,3 +24,15 @@ def gw(gateway: Gateway, llama_server: LlamaServer) -> Gateway:
     for dep in ("dep", "dep-main", "dep-other"):
         gateway.add_deployment(dep, llama_server.url, llama_server.api_key)
     return gateway
+
+
+# Tests whose assertions are about time (a cancel reaching llama.cpp, progress pacing, shutdown
+# grace, fault time bounds, load): under `pytest -n 2` they all run on one worker, one after
+# another, so they never share the machine with each other, only with the quicker rest.
+TIMED = ("test_e2e_streaming", "test_faults", "test_http_shutdown", "test_http_load", "test_saturation")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in TIMED:
+            item.add_marker(pytest.mark.xdist_group("timed"))

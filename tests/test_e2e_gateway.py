@@ -13,6 +13,7 @@ from gguf_mcp import __version__
 from tests.support.bridge import Bridge
 from tests.support.calls import env_for, text_of
 from tests.support.gateway import ACCOUNT_KEY, Exchange, Fault, Gateway
+from tests.support.tiny_model import N_CTX
 
 pytestmark = pytest.mark.anyio
 
@@ -193,7 +194,7 @@ async def test_unknown_deployment_is_reported_and_never_retried(bridge: Bridge, 
 
 
 async def test_llama_server_rejections_pass_through_unretried(bridge: Bridge, gw: Gateway) -> None:
-    too_long = [{"role": "user", "content": "x" * 3000}]
+    too_long = [{"role": "user", "content": "x" * (N_CTX + 1000)}]  # one token per byte: past the context
     async with bridge.connect(env_for(gw)) as client:
         result = await client.call_tool("chat", {"messages": too_long, "max_tokens": 1})
     assert result.is_error
