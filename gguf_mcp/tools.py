@@ -299,8 +299,10 @@ async def chat(
 ) -> Annotated[CallToolResult, ChatResult]:
     """Chat with the deployed model (OpenAI chat completions)."""
     body = {"messages": [m.model_dump(exclude_unset=True) for m in messages]}
-    optional: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p}
-    optional |= {
+    optional = {
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
         "stop": stop,
         "seed": seed,
         "tools": tools,
@@ -326,8 +328,15 @@ async def messages(
 ) -> Annotated[CallToolResult, MessagesResult]:
     """Chat with the deployed model (Anthropic Messages API)."""
     body = {"max_tokens": max_tokens, "messages": [m.model_dump() for m in messages]}
-    optional: dict[str, Any] = {"system": system, "temperature": temperature, "top_p": top_p, "top_k": top_k}
-    optional |= {"stop_sequences": stop_sequences, "tools": tools, "tool_choice": tool_choice}
+    optional = {
+        "system": system,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "stop_sequences": stop_sequences,
+        "tools": tools,
+        "tool_choice": tool_choice,
+    }
     return await _generate(ctx, ANTHROPIC_MESSAGES, deployment, body, optional, deadline, max_tokens)
 
 
