@@ -7,6 +7,7 @@ setting and the fix; nothing here raises anything else.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import sys
@@ -274,6 +275,20 @@ def _list(raw: str | None, dest: str) -> tuple[str, ...]:
     return items
 
 
+def _is_loopback_host(host: str) -> bool:
+    """Whether a Host value (name or address, with or without a port) names this machine's loopback."""
+    if host.startswith("["):
+        name = host[1:].split("]", 1)[0]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def _bool(raw: str | None, dest: str) -> bool:
     if raw is None:
         return False
@@ -456,6 +471,14 @@ def parse_settings(values: Mapping[str, str | None], environ: Mapping[str, str])
             "spends your API key: set GGUF_MCP_AUTH_TOKEN (or --auth-token-file) to a long random token, or bind "
             "127.0.0.1."
         )
+    allowed_hosts = _list(get("allowed_hosts"), "allowed_hosts")
+    public = [h for h in allowed_hosts if not _is_loopback_host(h)]
+    if transport == "http" and auth_token is None and public:
+        raise ConfigError(
+            f"{_setting('allowed_hosts')} names {public[0]!r}: clients reach the server from beyond this machine "
+            "(a reverse proxy), and anyone who reaches it spends your API key: set GGUF_MCP_AUTH_TOKEN (or "
+            "--auth-token-file) to a long random token, or list only loopback names."
+        )
     secrets = tuple(d.api_key.get_secret_value() for d in deployments.values() if d.api_key)
     if auth_token is not None:
         secrets += (auth_token.get_secret_value(),)
@@ -472,7 +495,7 @@ def parse_settings(values: Mapping[str, str | None], environ: Mapping[str, str])
         log_format=log_format,  # type: ignore[arg-type]  # checked above
         tools=tuple(dict.fromkeys(tools)),
         auth_token=auth_token,
-        allowed_hosts=_list(get("allowed_hosts"), "allowed_hosts"),
+        allowed_hosts=allowed_hosts,
         allowed_origins=_list(get("allowed_origins"), "allowed_origins"),
         stateless=_bool(get("stateless"), "stateless"),
         secrets=secrets,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,32 @@ def test_every_response_carries_a_request_id(secured: ServerProcess) -> None:
 
 
 # --- A server without a token must not be reachable beyond loopback -------------------------------------
+
+
+def refused_start(tmp_path: Path, **settings: str) -> str:
+    """Start `gguf-mcp --transport http` with `settings`; it must refuse: exit 2, one line on stderr."""
+    env = base_env() | {"GGUF_BASE_URL": "http://127.0.0.1:9"} | settings
+    argv = gguf_mcp_argv(free_port())
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=20, cwd=tmp_path, check=False)
+    assert (out.returncode, out.stdout) == (2, ""), out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    return out.stderr
+
+
+@pytest.mark.parametrize("hosts", [PROXY_HOST, f"localhost,{PROXY_HOST}:443", "10.0.0.5"])
+def test_allowed_hosts_beyond_loopback_without_a_token_refuses_to_start(tmp_path: Path, hosts: str) -> None:
+    """Behind a reverse proxy the bind is loopback, yet the proxy's public name lets anyone in."""
+    message = refused_start(tmp_path, GGUF_MCP_ALLOWED_HOSTS=hosts)
+    assert "GGUF_MCP_ALLOWED_HOSTS" in message
+    assert "GGUF_MCP_AUTH_TOKEN" in message
+
+
+def test_allowed_hosts_that_are_all_loopback_need_no_token(gateway: Gateway, tmp_path: Path) -> None:
+    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"])
+    env["GGUF_MCP_ALLOWED_HOSTS"] = "localhost:8080,127.0.0.2,[::1]:9000"
+    port = free_port()
+    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+        assert post_initialize(server, host="127.0.0.2").status_code == 200
 
 
 def non_loopback_address() -> str | None:
