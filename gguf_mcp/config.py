@@ -32,6 +32,7 @@ DEFAULT_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 3
 TOOL_NAMES = ("list_models", "chat", "messages", "complete", "embed")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+MIN_TOKEN_LENGTH = 32
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DEPLOYMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -478,6 +479,12 @@ def parse_settings(values: Mapping[str, str | None], environ: Mapping[str, str])
             f"{_setting('allowed_hosts')} names {public[0]!r}: clients reach the server from beyond this machine "
             "(a reverse proxy), and anyone who reaches it spends your API key: set GGUF_MCP_AUTH_TOKEN (or "
             "--auth-token-file) to a long random token, or list only loopback names."
+        )
+    if transport == "http" and auth_token is not None and len(auth_token.get_secret_value()) < MIN_TOKEN_LENGTH:
+        raise ConfigError(
+            f"{_setting('auth_token_file') if token_file else 'GGUF_MCP_AUTH_TOKEN'}: the token has "
+            f"{len(auth_token.get_secret_value())} characters; use at least {MIN_TOKEN_LENGTH} random ones, e.g. "
+            "from `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`."
         )
     secrets = tuple(d.api_key.get_secret_value() for d in deployments.values() if d.api_key)
     if auth_token is not None:

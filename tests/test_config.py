@@ -287,11 +287,11 @@ def test_loopback_http_needs_no_token(host: str) -> None:
 
 def test_a_token_allows_any_bind_and_is_a_secret(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
-    token_file.write_text("tok-canary-123456\n")
+    token_file.write_text("tok-canary-0123456789abcdef0123456789\n")
     s = settings({**LOCAL, "GGUF_MCP_TRANSPORT": "http", "GGUF_MCP_HOST": "0.0.0.0"}, auth_token_file=str(token_file))
-    assert s.auth_token is not None and s.auth_token.get_secret_value() == "tok-canary-123456"
-    assert "tok-canary-123456" in s.secrets
-    assert "tok-canary-123456" not in repr(s)
+    assert s.auth_token is not None and s.auth_token.get_secret_value() == "tok-canary-0123456789abcdef0123456789"
+    assert "tok-canary-0123456789abcdef0123456789" in s.secrets
+    assert "tok-canary-0123456789abcdef0123456789" not in repr(s)
 
 
 def test_lists_and_switches_parse() -> None:

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 SESSIONS = 20
 CALLS = 10
 DEPLOYMENTS = ["d0", "d1", "d2", "d3"]
-TOKEN = "tok-canary-load-0b7e5c2a"
+TOKEN = "tok-canary-load-0b7e5c2a-4d1f8e93a6c7"
 
 SERVERS: dict[str, tuple[Callable[[int], list[str]], dict[str, str]]] = {
     "one-process-stateful": (gguf_mcp_argv, {}),

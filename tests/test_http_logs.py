@@ -25,7 +25,7 @@ from tests.support.gateway import ACCOUNT_KEY, Gateway
 
 pytestmark = pytest.mark.anyio
 
-TOKEN = "tok-canary-logs-93a1f0d7e2"
+TOKEN = "tok-canary-logs-93a1f0d7e2-5b8c4a1e"
 USER = [{"role": "user", "content": "Hello there"}]
 REQUEST_ID = re.compile(r"^[0-9a-f]{16}$")
 

@@ -238,6 +238,25 @@ def test_allowed_hosts_that_are_all_loopback_need_no_token(gateway: Gateway, tmp
         assert post_initialize(server, host="127.0.0.2").status_code == 200
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_a_token_shorter_than_32_characters_refuses_to_start(tmp_path: Path, host: str) -> None:
+    """Even on loopback: behind a reverse proxy the bind address says nothing about who can reach us."""
+    short = "tok-canary-short-0123456789abcd"  # 31 characters
+    message = refused_start(tmp_path, GGUF_MCP_AUTH_TOKEN=short, GGUF_MCP_HOST=host)
+    assert short not in message
+    assert "GGUF_MCP_AUTH_TOKEN" in message
+    assert "32" in message
+    assert "secrets.token_urlsafe" in message
+
+
+def test_a_32_character_token_is_enough(gateway: Gateway, tmp_path: Path) -> None:
+    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"])
+    env["GGUF_MCP_AUTH_TOKEN"] = token = "tok-canary-exact-0123456789abcdef"[:32]
+    port = free_port()
+    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+        assert post_initialize(server, **bearer(token)).status_code == 200
+
+
 def non_loopback_address() -> str | None:
     """An IPv4 address of this machine other than loopback (no packet is sent), if there is one."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
