@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 import secrets
 import sys
 import time
@@ -135,9 +136,56 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     )
 
 
-def _allowed(value: str, patterns: list[str]) -> bool:
-    """The SDK's matching rule: exact, or `name:*` for any port of `name`."""
-    return value in patterns or any(p.endswith(":*") and value.startswith(p[:-1]) for p in patterns)
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9.-]+))(?::(?P<port>[0-9]{1,5}|\*))?")
+_ORIGIN = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>.+)")
+_ANY_PORT = "*"
+
+HostKey = tuple[str, str | None]
+"""A host name (lowercase; IPv6 in brackets) and its port as written: digits, `*` (patterns only) or None."""
+
+
+def _host_key(value: str) -> HostKey | None:
+    """`value` parsed as a Host header (or a pattern with port `*`), or None when it is not one."""
+    match = _HOST.fullmatch(value.lower())
+    if match is None or (match["v6"] is not None and _ip_address(match["v6"]) is None):
+        return None
+    port = match["port"]
+    if port is not None and port != _ANY_PORT and not 0 < int(port) <= 65535:
+        return None
+    return (f"[{match['v6']}]" if match["v6"] is not None else match["name"]), port
+
+
+def _origin_key(value: str) -> tuple[str, HostKey] | None:
+    """`value` parsed as an Origin (`scheme://host[:port]`, nothing else), or None when it is not one."""
+    match = _ORIGIN.fullmatch(value.lower())
+    host = _host_key(match["host"]) if match is not None else None
+    return None if match is None or host is None else (match["scheme"], host)
+
+
+def _host_allowed(key: HostKey, patterns: set[HostKey]) -> bool:
+    """The SDK's rule, on parsed values: the exact host and port, or `name:*` for any port of `name`."""
+    name, port = key
+    return port != _ANY_PORT and (key in patterns or (port is not None and (name, _ANY_PORT) in patterns))
+
+
+class HostRules:
+    """The Host and Origin lists, parsed once; values are compared parsed and lowercased, never as prefixes."""
+
+    def __init__(self, security: TransportSecuritySettings) -> None:
+        self._hosts = {key for key in map(_host_key, security.allowed_hosts) if key is not None}
+        origins = [_origin_key(origin) for origin in security.allowed_origins]
+        self._origins = {key for key in origins if key is not None}
+
+    def host(self, value: str) -> bool:
+        key = _host_key(value)
+        return key is not None and _host_allowed(key, self._hosts)
+
+    def origin(self, value: str) -> bool:
+        key = _origin_key(value)
+        if key is None:
+            return False
+        scheme, host = key
+        return _host_allowed(host, {h for s, h in self._origins if s == scheme})
 
 
 def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -148,8 +196,8 @@ def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
 
 
 def _is_ip_literal(host_header: str) -> bool:
-    host = host_header[1:].split("]", 1)[0] if host_header.startswith("[") else host_header.rsplit(":", 1)[0]
-    return _ip_address(host) is not None
+    key = _host_key(host_header)
+    return key is not None and key[1] != _ANY_PORT and _ip_address(key[0].strip("[]")) is not None
 
 
 def _arrived_on_loopback(scope: Scope) -> bool:
@@ -163,13 +211,21 @@ def _arrived_on_loopback(scope: Scope) -> bool:
     return address is not None and address.is_loopback
 
 
+def _lowercase_host_and_origin(scope: Scope) -> Scope:
+    """The scope with Host and Origin lowercased, as they were matched: the SDK compares them again, by case."""
+    names = (b"host", b"origin")
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    if all(value == value.lower() for name, value in headers if name in names):
+        return scope
+    return {**scope, "headers": [(n, v.lower() if n in names else v) for n, v in headers]}
+
+
 class RequestGate:
     """The checks every HTTP request passes before any endpoint sees it (see the module docstring)."""
 
     def __init__(self, app: ASGIApp, settings: Settings, security: TransportSecuritySettings) -> None:
         self._app = app
-        self._hosts = security.allowed_hosts
-        self._origins = security.allowed_origins
+        self._rules = HostRules(security)
         self._has_token = settings.auth_token is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -186,7 +242,10 @@ class RequestGate:
 
         try:
             refusal = self._refusal(scope)
-            await (refusal or self._app)(scope, receive, send_with_id)
+            if refusal is not None:
+                await refusal(scope, receive, send_with_id)
+            else:
+                await self._app(_lowercase_host_and_origin(scope), receive, send_with_id)
         finally:
             request_id.reset(token)
 
@@ -194,11 +253,11 @@ class RequestGate:
         headers = Headers(scope=scope)
         path: str = scope["path"]
         origin = headers.get("origin")
-        if origin is not None and not _allowed(origin, self._origins):
+        if origin is not None and not self._rules.origin(origin):
             log.warning("Refused Origin %.100r: add it to GGUF_MCP_ALLOWED_ORIGINS if it is yours", origin)
             return PlainTextResponse("Invalid Origin header", status_code=403)
         host = headers.get("host", "")
-        if not (_allowed(host, self._hosts) or (path in HEALTH_PATHS and _is_ip_literal(host))):
+        if not (self._rules.host(host) or (path in HEALTH_PATHS and _is_ip_literal(host))):
             log.warning("Refused Host %.100r: add it to GGUF_MCP_ALLOWED_HOSTS if it is yours", host)
             return PlainTextResponse("Invalid Host header", status_code=421)
         if path != MCP_PATH:

@@ -175,6 +175,30 @@ def test_a_foreign_host_gets_421(secured: ServerProcess, token: str | None) -> N
     assert post_initialize(secured, host=f"{PROXY_HOST}.evil.example", **auth).status_code == 421
 
 
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1:80@evil.example", "localhost:evil", "localhost:", "localhost:99999", f"{PROXY_HOST}:443/x", "local"],
+)
+@pytest.mark.parametrize("path", ["/mcp", "/healthz"])
+def test_a_host_that_only_starts_like_an_allowed_one_gets_421(secured: ServerProcess, host: str, path: str) -> None:
+    if path == "/mcp":
+        response = post_initialize(secured, host=host, **bearer())
+    else:
+        response = httpx.get(f"{secured.root}{path}", headers={"host": host}, timeout=10)
+    assert response.status_code == 421
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:evil", "http://127.0.0.1:80@evil.example", "http://localhost:"])
+def test_an_origin_that_only_starts_like_an_allowed_one_gets_403(secured: ServerProcess, origin: str) -> None:
+    assert post_initialize(secured, origin=origin, **bearer()).status_code == 403
+
+
+@pytest.mark.parametrize("host", ["MCP.EXAMPLE.COM", "Mcp.Example.Com:443", "LOCALHOST"])
+def test_host_names_match_whatever_their_case(secured: ServerProcess, host: str) -> None:
+    """DNS names are case-insensitive; the SDK's own check after ours must agree."""
+    assert post_initialize(secured, host=host, origin=APP_ORIGIN.upper(), **bearer()).status_code == 200
+
+
 def test_the_proxy_host_and_origin_are_accepted(secured: ServerProcess) -> None:
     assert post_initialize(secured, host=PROXY_HOST, origin=APP_ORIGIN, **bearer()).status_code == 200
     assert post_initialize(secured, host=f"{PROXY_HOST}:443", **bearer()).status_code == 200
