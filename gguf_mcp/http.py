@@ -7,14 +7,16 @@ gguf_mcp.http:create_app --workers N`), with settings read from the environment.
 
 What every request goes through, outermost first (`RequestGate`):
 - a request id, for the logs and the `X-Request-Id` response header;
-- Origin (a foreign one: 403) and Host (a foreign one: 421), whatever the bind address;
-  the health endpoints also accept a bare IP address as Host, which is what orchestrators'
-  probes send and what DNS rebinding never produces;
+- Origin (a foreign one: 403) and Host (a foreign one: 421), parsed and compared exactly and
+  case-insensitively, whatever the bind address; the health endpoints also accept a bare IP
+  address as Host, which is what orchestrators' probes send and what DNS rebinding never produces;
+- on `/mcp`, with a client token set: the token, whatever the method (401 with `WWW-Authenticate`
+  and a body naming the header to send), before the endpoint says anything else;
 - on `/mcp`: GET is refused (405: no standalone event stream, so nothing outlives its call and
   a shutdown never waits on idle streams), and a request that reached a non-loopback address of
   a server without a token is refused (the bind is wider than the settings admit);
-- then the SDK: the bearer token (401 with `WWW-Authenticate`), the body size limit (413), and
-  its own Host/Origin check with the same lists.
+- then the SDK: the bearer token again, the body size limit (413), and its own Host/Origin check
+  with the same lists (Host and Origin are passed on lowercased, as they were matched).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import STARTUP_FAILURE
 
-from gguf_mcp.config import LOOPBACK_HOSTS, Deployment, Settings, parse_settings
+from gguf_mcp.config import LOOPBACK_HOSTS, OPTION_BY_DEST, Deployment, Settings, parse_settings
 from gguf_mcp.errors import (
     AuthenticationFailed,
     CertificateRejected,
@@ -227,6 +229,7 @@ class RequestGate:
         self._app = app
         self._rules = HostRules(security)
         self._has_token = settings.auth_token is not None
+        self._verifier = StaticTokenVerifier(settings.auth_token) if settings.auth_token is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -241,7 +244,7 @@ class RequestGate:
             await send(message)
 
         try:
-            refusal = self._refusal(scope)
+            refusal = self._refusal(scope) or await self._unauthenticated(scope)
             if refusal is not None:
                 await refusal(scope, receive, send_with_id)
             else:
@@ -262,7 +265,7 @@ class RequestGate:
             return PlainTextResponse("Invalid Host header", status_code=421)
         if path != MCP_PATH:
             return None
-        if scope["method"] == "GET":
+        if scope["method"] == "GET" and not self._has_token:
             return PlainTextResponse("No standalone event stream; POST requests", 405, {"allow": "POST, DELETE"})
         if not self._has_token and not _arrived_on_loopback(scope):
             log.error(
@@ -272,6 +275,31 @@ class RequestGate:
             )
             return PlainTextResponse("This server is reachable beyond loopback without a token", 403)
         return None
+
+    async def _unauthenticated(self, scope: Scope) -> Response | None:
+        """401 for a request to /mcp without the token, whatever its method (the SDK checks again after us).
+
+        Before anything else the endpoint says, so a wrong token never reads as '405 Method Not Allowed'.
+        """
+        if self._verifier is None or scope["path"] != MCP_PATH:
+            return None
+        authorization = Headers(scope=scope).get("authorization", "")
+        if authorization[:7].lower() == "bearer " and await self._verifier.verify_token(authorization[7:]):
+            if scope["method"] == "GET":
+                return PlainTextResponse("No standalone event stream; POST requests", 405, {"allow": "POST, DELETE"})
+            return None
+        return _unauthorized()
+
+
+def _unauthorized() -> Response:
+    """The SDK's 401 (RFC 6750 challenge and JSON body), saying which header to send."""
+    setting = OPTION_BY_DEST["auth_token"].env
+    description = f"Send the header Authorization: Bearer <{setting}>, the token this server was given"
+    return JSONResponse(
+        {"error": "invalid_token", "error_description": description},
+        status_code=401,
+        headers={"www-authenticate": f'Bearer error="invalid_token", error_description="{description}"'},
+    )
 
 
 # --- Readiness ------------------------------------------------------------------------------------

@@ -86,6 +86,24 @@ def test_a_request_without_the_token_gets_401_with_a_bearer_challenge(secured: S
     assert response.json()["error"] == "invalid_token"
 
 
+def test_the_401_body_says_which_header_to_send(secured: ServerProcess) -> None:
+    response = post_initialize(secured)
+    assert response.status_code == 401
+    assert "Authorization: Bearer <GGUF_MCP_AUTH_TOKEN>" in response.json()["error_description"]
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "PUT", "OPTIONS", "HEAD"])
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token"], ids=["no-token", "wrong-token"])
+def test_every_method_on_the_mcp_endpoint_checks_the_token_first(
+    secured: ServerProcess, method: str, authorization: str | None
+) -> None:
+    """A client falling back to the old SSE transport (GET) must see 401, not 405 (mcp-use does)."""
+    headers = {"accept": "text/event-stream"} | ({"authorization": authorization} if authorization else {})
+    response = httpx.request(method, secured.url, headers=headers, timeout=10)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer ")
+
+
 @pytest.mark.parametrize(
     "authorization",
     ["Bearer wrong-token", f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Basic {TOKEN}", TOKEN, "Bearer"],
