@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
+from mcp import MCPError
 
 from tests.support.bridge import (
     ServerProcess,
@@ -145,9 +147,16 @@ async def test_with_a_wrong_token_the_official_client_gets_nothing_through(
     secured: ServerProcess, gateway_module: Gateway
 ) -> None:
     gateway_module.clear()
-    with pytest.raises(Exception):  # noqa: B017, PT011 - an ExceptionGroup or an MCPError, by SDK mode
-        async with connect_http(secured.url, "wrong-token") as client:
+    statuses: list[int] = []
+
+    async def record(response: httpx2.Response) -> None:
+        statuses.append(response.status_code)
+
+    # The client fails its opening request with an MCPError, which its task groups wrap.
+    with pytest.RaisesGroup(pytest.RaisesExc(MCPError), flatten_subgroups=True):
+        async with connect_http(secured.url, "wrong-token", on_response=record) as client:
             await client.call_tool("chat", {"messages": USER, "max_tokens": 2})
+    assert statuses and set(statuses) == {401}  # every request the client sent
     assert gateway_module.requests == []
 
 
