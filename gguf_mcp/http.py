@@ -29,6 +29,7 @@ import math
 import os
 import re
 import secrets
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -50,7 +51,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import STARTUP_FAILURE
 
-from gguf_mcp.config import LOOPBACK_HOSTS, OPTION_BY_DEST, Deployment, Settings, parse_settings
+from gguf_mcp.config import OPTION_BY_DEST, Deployment, Settings, parse_settings
 from gguf_mcp.errors import (
     AuthenticationFailed,
     CertificateRejected,
@@ -443,6 +444,42 @@ def create_app() -> ASGIApp:
     return build_app(settings)
 
 
+def _announce(message: str, *args: object) -> None:
+    """An INFO record that also shows at the default level (warning): a start and a stop are worth one line.
+
+    `Logger.handle` skips the level check but not the handlers' redaction and format; at `error`
+    the operator asked for quiet.
+    """
+    if logging.getLogger().getEffectiveLevel() <= logging.WARNING:
+        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, message, args, None))
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """uvicorn's server, saying where it listens once it does (not before: binding can still fail)."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self._settings = settings
+        self.url = ""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}{MCP_PATH}"
+            _announce(
+                "listening on %s (client token required: %s; deployments: %s)",
+                self.url,
+                "yes" if self._settings.auth_token is not None else "no",
+                ", ".join(self._settings.deployments),
+            )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        # Here, not after serve(): uvicorn re-raises the SIGTERM it caught once serve() is done.
+        _announce("stopped listening on %s", self.url)
+
+
 async def serve_http(settings: Settings) -> None:
     """`gguf-mcp --transport http`: one process; SIGTERM lets calls finish for up to SHUTDOWN_GRACE_S."""
     config = uvicorn.Config(
@@ -455,6 +492,4 @@ async def serve_http(settings: Settings) -> None:
         lifespan="on",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
-    if settings.host not in LOOPBACK_HOSTS:
-        log.info("Serving beyond loopback at %s:%d; clients need the bearer token", settings.host, settings.port)
-    await uvicorn.Server(config).serve()
+    await _AnnouncingServer(config, settings).serve()
