@@ -30,6 +30,8 @@ GGUF_CLOUD_ROOT = "https://modelslab.com/api/gguf"
 DEFAULT_KEY_ENV = "MODELSLAB_API_KEY"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 3
+DEFAULT_MAX_SESSIONS = 256
+DEFAULT_SESSION_IDLE_TIMEOUT = 600.0
 TOOL_NAMES = ("list_models", "chat", "messages", "complete", "embed")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 MIN_TOKEN_LENGTH = 32
@@ -162,6 +164,21 @@ OPTIONS: tuple[Option, ...] = (
         "LIST",
     ),
     Option(
+        "max_sessions",
+        "--max-sessions",
+        "GGUF_MCP_MAX_SESSIONS",
+        f"MCP sessions open at once over HTTP (default {DEFAULT_MAX_SESSIONS}); past it, a new session gets 503.",
+        "N",
+    ),
+    Option(
+        "session_idle_timeout",
+        "--session-idle-timeout",
+        "GGUF_MCP_SESSION_IDLE_TIMEOUT",
+        f"Seconds after which an MCP session with no request in flight is closed (default "
+        f"{DEFAULT_SESSION_IDLE_TIMEOUT:g}); its client then opens a new one.",
+        "SECONDS",
+    ),
+    Option(
         "stateless",
         "--stateless",
         "GGUF_MCP_STATELESS",
@@ -217,6 +234,8 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     stateless: bool = False
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    session_idle_timeout: float = DEFAULT_SESSION_IDLE_TIMEOUT
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
@@ -452,6 +471,7 @@ def parse_settings(values: Mapping[str, str | None], environ: Mapping[str, str])
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{_setting('log_level')}: {log_level.lower()!r} is not debug, info, warning or error.")
     timeout, retries, port, deadline = get("timeout"), get("max_retries"), get("port"), get("deadline")
+    sessions, session_idle = get("max_sessions"), get("session_idle_timeout")
     host = get("host") or "127.0.0.1"
     log_format = get("log_format") or "text"
     if log_format not in ("text", "json"):
@@ -505,5 +525,9 @@ def parse_settings(values: Mapping[str, str | None], environ: Mapping[str, str])
         allowed_hosts=allowed_hosts,
         allowed_origins=_list(get("allowed_origins"), "allowed_origins"),
         stateless=_bool(get("stateless"), "stateless"),
+        max_sessions=_int_in(sessions, "max_sessions", 1, 100_000) if sessions else DEFAULT_MAX_SESSIONS,
+        session_idle_timeout=(
+            _positive_float(session_idle, "session_idle_timeout") if session_idle else DEFAULT_SESSION_IDLE_TIMEOUT
+        ),
         secrets=secrets,
     )

@@ -410,6 +410,8 @@ def build_app(settings: Settings) -> ASGIApp:
         streamable_http_path=MCP_PATH,
         stateless_http=settings.stateless,
         max_request_body_size=MAX_REQUEST_BODY,
+        max_sessions=settings.max_sessions,
+        session_idle_timeout=settings.session_idle_timeout,
         transport_security=security,
         host=settings.host,
     )
