@@ -7,8 +7,8 @@ tests; raw httpx requests check statuses and headers, the official client checks
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import httpx2
 import pytest
 from mcp import MCPError
 
+from tests.support import netns
 from tests.support.bridge import (
     ServerProcess,
     base_env,
@@ -26,7 +27,6 @@ from tests.support.bridge import (
     free_port,
     gguf_mcp_argv,
     serving,
-    uvicorn_workers_argv,
 )
 from tests.support.gateway import ACCOUNT_KEY, Gateway, running_gateway
 
@@ -308,33 +308,23 @@ def test_a_32_character_token_is_enough(gateway: Gateway, tmp_path: Path) -> Non
         assert post_initialize(server, **bearer(token)).status_code == 200
 
 
-def non_loopback_address() -> str | None:
-    """An IPv4 address of this machine other than loopback (no packet is sent), if there is one."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.254", 9))  # TEST-NET-1: only selects the outgoing interface
-        except OSError:
-            return None
-        address: str = probe.getsockname()[0]
-    return None if address.startswith("127.") or address == "0.0.0.0" else address
+def test_without_a_token_a_request_arriving_on_a_non_loopback_address_is_refused() -> None:
+    """Under uvicorn's CLI the app cannot see --host; it refuses what reached it from outside.
 
-
-def test_without_a_token_a_request_arriving_on_a_non_loopback_address_is_refused(
-    gateway: Gateway, tmp_path: Path
-) -> None:
-    """Under uvicorn's CLI the app cannot see --host; it refuses what reached it from outside."""
-    address = non_loopback_address()
-    if address is None:
-        pytest.skip("this machine has no non-loopback IPv4 address")
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"])
-    port = free_port()
-    argv = uvicorn_workers_argv(port, 1, "--host", address)
-    with serving(argv, port, env, tmp_path / "stderr", host=address) as server:
-        # A non-browser client can claim any Host; the address the connection reached cannot lie.
-        spoofed = post_initialize(server, host=f"127.0.0.1:{port}")
-        health = httpx.get(f"{server.root}/healthz", timeout=10)
-    assert spoofed.status_code == 403
-    assert "beyond loopback without a token" in spoofed.text
-    assert health.status_code == 200
-    assert "set GGUF_MCP_AUTH_TOKEN" in server.stderr()
-    assert gateway.requests == []
+    Run in a network namespace of the test's own (tests/support/netns.py), bound to a TEST-NET
+    address there: no traffic to this machine's interfaces or anywhere else.
+    """
+    reason = netns.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    probe = [sys.executable, "-m", "tests.support.netns"]
+    out = subprocess.run(netns.in_namespace(probe), env=base_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.splitlines()[-1])
+    assert report["server"] == f"http://{netns.ADDRESS}:{report['server'].rsplit(':', 1)[1]}"
+    status, text = report["spoofed"]
+    assert status == 403
+    assert "beyond loopback without a token" in text
+    assert report["health"] == 200
+    assert "set GGUF_MCP_AUTH_TOKEN" in report["stderr"]
+    assert report["upstream_requests"] == 0
