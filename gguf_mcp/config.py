@@ -30,6 +30,8 @@ GGUF_CLOUD_ROOT = "https://modelslab.com/api/gguf"
 DEFAULT_KEY_ENV = "MODELSLAB_API_KEY"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 3
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_MAX_SESSIONS = 256
 DEFAULT_SESSION_IDLE_TIMEOUT = 600.0
 TOOL_NAMES = ("list_models", "chat", "messages", "complete", "embed")
@@ -164,6 +166,22 @@ OPTIONS: tuple[Option, ...] = (
         "LIST",
     ),
     Option(
+        "max_connections",
+        "--max-connections",
+        "GGUF_MCP_MAX_CONNECTIONS",
+        f"HTTP connections open at once (default {DEFAULT_MAX_CONNECTIONS}); past it, a new connection closes the "
+        "one that has waited longest for a request header, or is closed itself. Keep it below the open-file limit.",
+        "N",
+    ),
+    Option(
+        "header_timeout",
+        "--header-timeout",
+        "GGUF_MCP_HEADER_TIMEOUT",
+        f"Seconds an HTTP connection gets to send a complete request header, from connecting or from its "
+        f"previous response (default {DEFAULT_HEADER_TIMEOUT:g}); then it is closed.",
+        "SECONDS",
+    ),
+    Option(
         "max_sessions",
         "--max-sessions",
         "GGUF_MCP_MAX_SESSIONS",
@@ -234,6 +252,8 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     stateless: bool = False
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
     max_sessions: int = DEFAULT_MAX_SESSIONS
     session_idle_timeout: float = DEFAULT_SESSION_IDLE_TIMEOUT
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -471,6 +491,7 @@ def parse_settings(values: Mapping[str, str | None], environ: Mapping[str, str])
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{_setting('log_level')}: {log_level.lower()!r} is not debug, info, warning or error.")
     timeout, retries, port, deadline = get("timeout"), get("max_retries"), get("port"), get("deadline")
+    connections, header_timeout = get("max_connections"), get("header_timeout")
     sessions, session_idle = get("max_sessions"), get("session_idle_timeout")
     host = get("host") or "127.0.0.1"
     log_format = get("log_format") or "text"
@@ -525,6 +546,8 @@ def parse_settings(values: Mapping[str, str | None], environ: Mapping[str, str])
         allowed_hosts=allowed_hosts,
         allowed_origins=_list(get("allowed_origins"), "allowed_origins"),
         stateless=_bool(get("stateless"), "stateless"),
+        max_connections=_int_in(connections, "max_connections", 1, 65535) if connections else DEFAULT_MAX_CONNECTIONS,
+        header_timeout=_positive_float(header_timeout, "header_timeout") if header_timeout else DEFAULT_HEADER_TIMEOUT,
         max_sessions=_int_in(sessions, "max_sessions", 1, 100_000) if sessions else DEFAULT_MAX_SESSIONS,
         session_idle_timeout=(
             _positive_float(session_idle, "session_idle_timeout") if session_idle else DEFAULT_SESSION_IDLE_TIMEOUT

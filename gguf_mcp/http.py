@@ -5,6 +5,10 @@ One ASGI app (`build_app`) serves MCP at `/mcp`, liveness at `/healthz` and read
 the same app as a factory for several worker processes (`uvicorn --factory
 gguf_mcp.http:create_app --workers N`), with settings read from the environment.
 
+Before any request: each connection must complete a request header within a deadline, and past
+a cap on open connections the one waiting longest for its header is closed (`GuardedH11Protocol`,
+uvicorn's own protocol plus those two guards).
+
 What every request goes through, outermost first (`RequestGate`):
 - a request id, for the logs and the `X-Request-Id` response header;
 - Origin (a foreign one: 403) and Host (a foreign one: 421), parsed and compared exactly and
@@ -21,6 +25,7 @@ What every request goes through, outermost first (`RequestGate`):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -35,6 +40,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import Any
 
 import anyio
 import uvicorn
@@ -50,8 +56,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from gguf_mcp.config import OPTION_BY_DEST, Deployment, Settings, parse_settings
+from gguf_mcp.config import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    OPTION_BY_DEST,
+    Deployment,
+    Settings,
+    parse_settings,
+)
 from gguf_mcp.errors import (
     AuthenticationFailed,
     CertificateRejected,
@@ -394,6 +408,124 @@ async def healthz(_: Request) -> Response:
     return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
 
 
+# --- Connections: a cap, and a deadline for each request header -----------------------------------
+
+
+class _Throttled:
+    """A warning that an attack would repeat per connection: at most one line per `period` seconds."""
+
+    def __init__(self, period: float = 10.0) -> None:
+        self._period = period
+        self._last = -math.inf
+        self._skipped = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self._period:
+            self._skipped += 1
+            return
+        if self._skipped:
+            message += f" (and {self._skipped} more times since the previous line)"
+        log.warning(message, *args)
+        self._last, self._skipped = now, 0
+
+
+_cap_reached = _Throttled()
+_out_of_descriptors = _Throttled()
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with the two guards it lacks against slow or idle clients.
+
+    uvicorn (0.54) closes a kept-alive connection after `timeout_keep_alive` only between requests,
+    and stops that timer at the first byte of the next one; a connection that sends nothing, or
+    half a request header, is never closed, and 1,100 of them exhaust a 1,024-descriptor process
+    before any auth (issue 13 point 10). `limit_concurrency` does not help: it counts those
+    connections too and answers 503 to everyone else. So:
+
+    - a deadline: a connection must complete a request header within `header_timeout` seconds of
+      connecting or of its previous response (trickling bytes does not extend it), else it is closed;
+    - a cap: past `max_connections`, a new connection closes the one that has waited longest for its
+      header (an attacker's, since a real client sends its header at once), or, when every
+      connection is busy with a request, is closed itself.
+
+    For `gguf-mcp --transport http` `serve_http` passes it; under uvicorn's CLI pass
+    `--http gguf_mcp.http:GuardedH11Protocol` (`create_app` sets the limits from the settings).
+    """
+
+    max_connections = DEFAULT_MAX_CONNECTIONS
+    header_timeout = DEFAULT_HEADER_TIMEOUT
+    _deadline: asyncio.TimerHandle | None = None
+    _waiting_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._await_header()
+        if len(self.connections) > self.max_connections:
+            self._make_room()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._await_header()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _waiting(self) -> bool:
+        """No request in progress: connected or answered, and the next header not complete yet."""
+        return (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing()
+
+    def _await_header(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._waiting_since = self.loop.time()
+        self._deadline = self.loop.call_later(self.header_timeout, self._header_overdue)
+
+    def _header_overdue(self) -> None:
+        self._deadline = None
+        if self._waiting():
+            log.debug("Closed a connection that sent no complete request header in %g s", self.header_timeout)
+            self.transport.close()
+
+    def _make_room(self) -> None:
+        open_ = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and not c.transport.is_closing()]
+        if len(open_) <= self.max_connections:
+            return  # the others are closing already
+        waiting = [c for c in open_ if c is not self and c._waiting()]
+        victim = min(waiting, key=lambda c: c._waiting_since) if waiting else self
+        _cap_reached.warning(
+            "%d HTTP connections open, past GGUF_MCP_MAX_CONNECTIONS: closed %s",
+            len(open_),
+            "the one waiting longest for its request header" if waiting else "a new one, all are busy",
+        )
+        victim.transport.close()
+
+
+def _quiet_descriptor_exhaustion(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """One warning line, not asyncio's traceback, when accept() finds no free file descriptor.
+
+    asyncio then stops accepting for a second and retries; meanwhile the connection cap closes
+    the connections that wait for a header, so the server recovers on its own.
+    """
+    if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+        _out_of_descriptors.warning(
+            "Out of file descriptors accepting connections (%s); pausing 1 s. Keep GGUF_MCP_MAX_CONNECTIONS "
+            "well below the open-file limit (ulimit -n).",
+            context.get("exception"),
+        )
+    else:
+        loop.default_exception_handler(context)
+
+
+def guarded_protocol(settings: Settings) -> type[GuardedH11Protocol]:
+    """GuardedH11Protocol with these settings' limits (uvicorn takes a class and builds one per connection)."""
+    limits = {"max_connections": settings.max_connections, "header_timeout": settings.header_timeout}
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), limits)
+
+
 # --- The app and how it runs ---------------------------------------------------------------------
 
 
@@ -419,6 +551,7 @@ def build_app(settings: Settings) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        asyncio.get_running_loop().set_exception_handler(_quiet_descriptor_exhaustion)
         async with readiness.running(), server.session_manager.run():
             yield
 
@@ -443,6 +576,9 @@ def create_app() -> ASGIApp:
         # uvicorn's "failed to start" code: its supervisor then stops instead of restarting workers.
         raise SystemExit(STARTUP_FAILURE) from None
     configure_logging(settings)
+    # uvicorn's CLI builds the protocol from `--http gguf_mcp.http:GuardedH11Protocol`, by name.
+    GuardedH11Protocol.max_connections = settings.max_connections
+    GuardedH11Protocol.header_timeout = settings.header_timeout
     return build_app(settings)
 
 
@@ -493,5 +629,6 @@ async def serve_http(settings: Settings) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        http=guarded_protocol(settings),
     )
     await _AnnouncingServer(config, settings).serve()

@@ -3,7 +3,10 @@ connections (capped, closed when they do not finish a request header in time).""
 
 from __future__ import annotations
 
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,16 @@ import httpx
 import pytest
 
 from gguf_mcp.config import parse_settings
-from tests.support.bridge import ServerProcess, base_env, canned_deployments, free_port, gguf_mcp_argv, serving
+from tests.support.bridge import (
+    ServerProcess,
+    base_env,
+    canned_deployments,
+    connect_http,
+    free_port,
+    gguf_mcp_argv,
+    serving,
+    uvicorn_workers_argv,
+)
 from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.anyio
@@ -81,3 +93,78 @@ def test_an_idle_session_is_closed_after_the_idle_time_out(gateway: Gateway, tmp
             headers=HEADERS | {"mcp-session-id": first.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"},
         )
         assert stale.status_code == 404
+
+
+# --- Connections -----------------------------------------------------------------------------------
+
+HALF_A_HEADER = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: applica"
+OPEN_FILES = 128
+"""The server's open-file limit in these tests: an attack past it needs ~130 sockets, not 1,100."""
+
+
+def limited_argv(port: int) -> list[str]:
+    """gguf-mcp with a small open-file limit, so a modest attack reaches it as 1,100 sockets reach 1,024."""
+    return ["prlimit", f"--nofile={OPEN_FILES}:", "--", *gguf_mcp_argv(port)]
+
+
+@contextmanager
+def half_headers(server: ServerProcess, count: int) -> Iterator[list[socket.socket]]:
+    """`count` connections that each send half a request header and then wait (slowloris)."""
+    with ExitStack() as stack:
+        sockets: list[socket.socket] = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.create_connection((server.host, server.port), timeout=BOUND_S))
+            sock.sendall(HALF_A_HEADER)
+            sockets.append(sock)
+        yield sockets
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closed `sock` (EOF or reset) within BOUND_S; False if it is still open then."""
+    deadline = time.monotonic() + BOUND_S
+    try:
+        while (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            if sock.recv(65536) == b"":
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        pass
+    return False
+
+
+@pytest.mark.parametrize("runner", ["gguf-mcp", "uvicorn-workers"])
+@pytest.mark.parametrize("sent", [b"", HALF_A_HEADER], ids=["idle", "half-a-header"])
+def test_a_connection_without_a_complete_header_is_closed_after_the_header_time_out(
+    gateway: Gateway, tmp_path: Path, sent: bytes, runner: str
+) -> None:
+    port = free_port()
+    env = limited_env(gateway, tmp_path, GGUF_MCP_HEADER_TIMEOUT="1")
+    argv = gguf_mcp_argv(port) if runner == "gguf-mcp" else uvicorn_workers_argv(port, 1)
+    with serving(argv, port, env, tmp_path / "stderr") as server:
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.sendall(sent)
+            assert closed_by_server(sock)
+        # Also between requests: a kept-alive connection that starts its next header and stalls.
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")  # the rest is read (and dropped) below
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0")
+            assert closed_by_server(sock)
+    assert "Traceback" not in server.stderr()
+
+
+async def test_past_the_connection_cap_health_and_clients_are_still_answered(gateway: Gateway, tmp_path: Path) -> None:
+    """More half-header connections than the server has file descriptors; the oldest waiting make room."""
+    port = free_port()
+    # A header time-out longer than the test: what keeps the server answering here is the cap.
+    env = limited_env(gateway, tmp_path, GGUF_MCP_MAX_CONNECTIONS="40", GGUF_MCP_HEADER_TIMEOUT="600")
+    with serving(limited_argv(port), port, env, tmp_path / "stderr") as server, half_headers(server, OPEN_FILES + 20):
+        async with httpx.AsyncClient(timeout=BOUND_S) as http:
+            health = await http.get(f"{server.root}/healthz")
+        async with connect_http(server.url, TOKEN) as client:
+            listed = await client.call_tool("list_models", {})
+    assert health.status_code == 200
+    assert not listed.is_error
+    assert "Traceback" not in server.stderr()
