@@ -237,6 +237,27 @@ def _lowercase_host_and_origin(scope: Scope) -> Scope:
     return {**scope, "headers": [(n, v.lower() if n in names else v) for n, v in headers]}
 
 
+_CLIENT_GONE = (anyio.ClosedResourceError, anyio.BrokenResourceError)
+"""What the SDK (mcp 2.3) raises when a session closes under a request it has already answered.
+
+A client that cancels a call and closes its session at once (llama-index does, per call): the
+SDK answers the `notifications/cancelled` POST 202, then hands the message to the session, whose
+stream the DELETE has just closed. It logs that ClosedResourceError with a traceback ("Error
+handling POST request"), sends a 500 after the 202 (uvicorn: "Unexpected ASGI message
+'http.response.start' sent, after response already completed") and raises again ("Exception in
+ASGI application"). The client has its answer and is gone: RequestGate drops the second answer
+and the exception (one debug line), and `_ClientGoneFilter` the SDK's traceback.
+"""
+
+
+class _ClientGoneFilter(logging.Filter):
+    """Drops the SDK's traceback for a session closed under an answered request (see _CLIENT_GONE)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.msg == "Error handling POST request" and isinstance(error, _CLIENT_GONE))
+
+
 class RequestGate:
     """The checks every HTTP request passes before any endpoint sees it (see the module docstring)."""
 
@@ -253,9 +274,16 @@ class RequestGate:
         rid = secrets.token_hex(8)
         token = request_id.set(rid)
 
+        answered = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal answered
+            if answered:
+                return  # a second answer to one request: see _CLIENT_GONE
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", rid.encode())]}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
             await send(message)
 
         try:
@@ -264,6 +292,10 @@ class RequestGate:
                 await refusal(scope, receive, send_with_id)
             else:
                 await self._app(_lowercase_host_and_origin(scope), receive, send_with_id)
+        except _CLIENT_GONE as exc:
+            if not answered:
+                raise
+            log.debug("The session closed while its answered request was still being handled (%r)", exc)
         finally:
             request_id.reset(token)
 
@@ -535,6 +567,9 @@ def build_app(settings: Settings) -> ASGIApp:
     # cut calls in flight. Ours end with their call (GET streams are refused), so let them finish;
     # uvicorn's graceful-shutdown bound still ends whatever outlives it.
     AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+    sdk_transport_log = logging.getLogger("mcp.server.streamable_http")
+    if not any(isinstance(f, _ClientGoneFilter) for f in sdk_transport_log.filters):
+        sdk_transport_log.addFilter(_ClientGoneFilter())
     token_verifier, auth = client_auth(settings)
     server = build_server(settings, token_verifier=token_verifier, auth=auth)
     security = transport_security(settings)
