@@ -9,6 +9,7 @@ one `ConfigError` line that names the setting and the fix, with every secret val
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 from collections.abc import Mapping
@@ -268,6 +269,45 @@ class Settings(BaseModel):
         "--allowed-origins",
         "Comma-separated browser Origins to accept besides loopback, e.g. https://app.example.com.",
         metavar="LIST",
+    )
+    max_connections: int = setting(
+        256,
+        "GGUF_MCP_MAX_CONNECTIONS",
+        "--max-connections",
+        "HTTP connections open at once (default 256); past it, a new connection closes the one that has waited "
+        "longest for a request header, or is closed itself. Keep it below the open-file limit.",
+        metavar="N",
+        ge=1,
+        le=65535,
+    )
+    header_timeout: float = setting(
+        10.0,
+        "GGUF_MCP_HEADER_TIMEOUT",
+        "--header-timeout",
+        "Seconds an HTTP connection gets to send a complete request header, from connecting or from its previous "
+        "response (default 10); then it is closed.",
+        metavar="SECONDS",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    max_sessions: int = setting(
+        256,
+        "GGUF_MCP_MAX_SESSIONS",
+        "--max-sessions",
+        "MCP sessions open at once over HTTP (default 256); past it, a new session gets 503.",
+        metavar="N",
+        ge=1,
+        le=100_000,
+    )
+    session_idle_timeout: float = setting(
+        600.0,
+        "GGUF_MCP_SESSION_IDLE_TIMEOUT",
+        "--session-idle-timeout",
+        "Seconds after which an MCP session with no request in flight is closed (default 600); its client then "
+        "opens a new one.",
+        metavar="SECONDS",
+        gt=0,
+        allow_inf_nan=False,
     )
     stateless: bool = setting(
         False,
@@ -604,6 +644,10 @@ def _config_error(exc: ValidationError) -> ConfigError:
         "max_retries": "a whole number from 0 to 10",
         "port": "a whole number from 0 to 65535",
         "upstream_connections": "a whole number from 1 to 100000",
+        "max_connections": "a whole number from 1 to 65535",
+        "max_sessions": "a whole number from 1 to 100000",
+        "header_timeout": "a positive number of seconds (e.g. 10)",
+        "session_idle_timeout": "a positive number of seconds (e.g. 600)",
         "stateless": "true or false",
         "transport": "'stdio' or 'http'",
         "log_format": "'text' or 'json'",
@@ -612,6 +656,20 @@ def _config_error(exc: ValidationError) -> ConfigError:
     if hint is not None:
         return ConfigError(f"{option.setting}: {str(value)!r} is not {hint}.")
     return ConfigError(f"{option.setting}: {message}.")
+
+
+def _is_loopback_host(host: str) -> bool:
+    """Whether a Host value (name or address, with or without a port) names this machine's loopback."""
+    if host.startswith("["):
+        name = host[1:].split("]", 1)[0]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_exposure(s: Settings) -> None:
@@ -623,7 +681,7 @@ def _check_exposure(s: Settings) -> None:
                 "who reaches it spends your API key: set GGUF_MCP_AUTH_TOKEN (or --auth-token-file) to a long random "
                 "token, or bind 127.0.0.1."
             )
-        public = [h for h in s.allowed_hosts if h.lower().rsplit(":", 1)[0].strip("[]") not in LOOPBACK_HOSTS]
+        public = [h for h in s.allowed_hosts if not _is_loopback_host(h)]
         if public:
             raise ConfigError(
                 f"{OPTION_BY_DEST['allowed_hosts'].setting} names {public[0]!r}: a reverse proxy makes the server "

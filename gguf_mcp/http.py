@@ -5,31 +5,41 @@ One ASGI app (`build_app`) serves MCP at `/mcp`, liveness at `/healthz` and read
 the same app as a factory for several worker processes (`uvicorn --factory
 gguf_mcp.http:create_app --workers N`), with settings read from the environment.
 
+Before any request: each connection must complete a request header within a deadline, and past
+a cap on open connections the one waiting longest for its header is closed (`GuardedH11Protocol`,
+uvicorn's own protocol plus those two guards).
+
 What every request goes through, outermost first (`RequestGate`):
 - a request id, for the logs and the `X-Request-Id` response header;
-- Origin (a foreign one: 403) and Host (a foreign one: 421), whatever the bind address;
-  the health endpoints also accept a bare IP address as Host, which is what orchestrators'
-  probes send and what DNS rebinding never produces;
+- Origin (a foreign one: 403) and Host (a foreign one: 421), parsed and compared exactly and
+  case-insensitively, whatever the bind address; the health endpoints also accept a bare IP
+  address as Host, which is what orchestrators' probes send and what DNS rebinding never produces;
+- on `/mcp`, with a client token set: the token, whatever the method (401 with `WWW-Authenticate`
+  and a body naming the header to send), before the endpoint says anything else;
 - on `/mcp`: GET is refused (405: no standalone event stream, so nothing outlives its call and
   a shutdown never waits on idle streams), and a request that reached a non-loopback address of
   a server without a token is refused (the bind is wider than the settings admit);
-- then the SDK: the bearer token (401 with `WWW-Authenticate`), the body size limit (413), and
-  its own Host/Origin check with the same lists.
+- then the SDK: the bearer token again, the body size limit (413), and its own Host/Origin check
+  with the same lists (Host and Origin are passed on lowercased, as they were matched).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
 import logging
 import math
 import os
+import re
 import secrets
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import httpx2
@@ -46,8 +56,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from gguf_mcp.config import LOOPBACK_HOSTS, Settings, load_settings
+from gguf_mcp.config import OPTION_BY_DEST, Settings, load_settings
 from gguf_mcp.errors import ConfigError, report_config_error
 from gguf_mcp.health import check_all
 from gguf_mcp.logs import configure_logging, request_id
@@ -125,9 +136,56 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     )
 
 
-def _allowed(value: str, patterns: list[str]) -> bool:
-    """The SDK's matching rule: exact, or `name:*` for any port of `name`."""
-    return value in patterns or any(p.endswith(":*") and value.startswith(p[:-1]) for p in patterns)
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9.-]+))(?::(?P<port>[0-9]{1,5}|\*))?")
+_ORIGIN = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>.+)")
+_ANY_PORT = "*"
+
+HostKey = tuple[str, str | None]
+"""A host name (lowercase; IPv6 in brackets) and its port as written: digits, `*` (patterns only) or None."""
+
+
+def _host_key(value: str) -> HostKey | None:
+    """`value` parsed as a Host header (or a pattern with port `*`), or None when it is not one."""
+    match = _HOST.fullmatch(value.lower())
+    if match is None or (match["v6"] is not None and _ip_address(match["v6"]) is None):
+        return None
+    port = match["port"]
+    if port is not None and port != _ANY_PORT and not 0 < int(port) <= 65535:
+        return None
+    return (f"[{match['v6']}]" if match["v6"] is not None else match["name"]), port
+
+
+def _origin_key(value: str) -> tuple[str, HostKey] | None:
+    """`value` parsed as an Origin (`scheme://host[:port]`, nothing else), or None when it is not one."""
+    match = _ORIGIN.fullmatch(value.lower())
+    host = _host_key(match["host"]) if match is not None else None
+    return None if match is None or host is None else (match["scheme"], host)
+
+
+def _host_allowed(key: HostKey, patterns: set[HostKey]) -> bool:
+    """The SDK's rule, on parsed values: the exact host and port, or `name:*` for any port of `name`."""
+    name, port = key
+    return port != _ANY_PORT and (key in patterns or (port is not None and (name, _ANY_PORT) in patterns))
+
+
+class HostRules:
+    """The Host and Origin lists, parsed once; values are compared parsed and lowercased, never as prefixes."""
+
+    def __init__(self, security: TransportSecuritySettings) -> None:
+        self._hosts = {key for key in map(_host_key, security.allowed_hosts) if key is not None}
+        origins = [_origin_key(origin) for origin in security.allowed_origins]
+        self._origins = {key for key in origins if key is not None}
+
+    def host(self, value: str) -> bool:
+        key = _host_key(value)
+        return key is not None and _host_allowed(key, self._hosts)
+
+    def origin(self, value: str) -> bool:
+        key = _origin_key(value)
+        if key is None:
+            return False
+        scheme, host = key
+        return _host_allowed(host, {h for s, h in self._origins if s == scheme})
 
 
 def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -138,8 +196,8 @@ def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
 
 
 def _is_ip_literal(host_header: str) -> bool:
-    host = host_header[1:].split("]", 1)[0] if host_header.startswith("[") else host_header.rsplit(":", 1)[0]
-    return _ip_address(host) is not None
+    key = _host_key(host_header)
+    return key is not None and key[1] != _ANY_PORT and _ip_address(key[0].strip("[]")) is not None
 
 
 def _arrived_on_loopback(scope: Scope) -> bool:
@@ -153,14 +211,44 @@ def _arrived_on_loopback(scope: Scope) -> bool:
     return address is not None and address.is_loopback
 
 
+def _lowercase_host_and_origin(scope: Scope) -> Scope:
+    """The scope with Host and Origin lowercased, as they were matched: the SDK compares them again, by case."""
+    names = (b"host", b"origin")
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    if all(value == value.lower() for name, value in headers if name in names):
+        return scope
+    return {**scope, "headers": [(n, v.lower() if n in names else v) for n, v in headers]}
+
+
+_CLIENT_GONE = (anyio.ClosedResourceError, anyio.BrokenResourceError)
+"""What the SDK (mcp 2.3) raises when a session closes under a request it has already answered.
+
+A client that cancels a call and closes its session at once (llama-index does, per call): the
+SDK answers the `notifications/cancelled` POST 202, then hands the message to the session, whose
+stream the DELETE has just closed. It logs that ClosedResourceError with a traceback ("Error
+handling POST request"), sends a 500 after the 202 (uvicorn: "Unexpected ASGI message
+'http.response.start' sent, after response already completed") and raises again ("Exception in
+ASGI application"). The client has its answer and is gone: RequestGate drops the second answer
+and the exception (one debug line), and `_ClientGoneFilter` the SDK's traceback.
+"""
+
+
+class _ClientGoneFilter(logging.Filter):
+    """Drops the SDK's traceback for a session closed under an answered request (see _CLIENT_GONE)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.msg == "Error handling POST request" and isinstance(error, _CLIENT_GONE))
+
+
 class RequestGate:
     """The checks every HTTP request passes before any endpoint sees it (see the module docstring)."""
 
     def __init__(self, app: ASGIApp, settings: Settings, security: TransportSecuritySettings) -> None:
         self._app = app
-        self._hosts = security.allowed_hosts
-        self._origins = security.allowed_origins
+        self._rules = HostRules(security)
         self._has_token = settings.auth_token is not None
+        self._verifier = StaticTokenVerifier(settings.auth_token) if settings.auth_token is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -169,14 +257,28 @@ class RequestGate:
         rid = secrets.token_hex(8)
         token = request_id.set(rid)
 
+        answered = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal answered
+            if answered:
+                return  # a second answer to one request: see _CLIENT_GONE
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", rid.encode())]}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
             await send(message)
 
         try:
-            refusal = self._refusal(scope)
-            await (refusal or self._app)(scope, receive, send_with_id)
+            refusal = self._refusal(scope) or await self._unauthenticated(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send_with_id)
+            else:
+                await self._app(_lowercase_host_and_origin(scope), receive, send_with_id)
+        except _CLIENT_GONE as exc:
+            if not answered:
+                raise
+            log.debug("The session closed while its answered request was still being handled (%r)", exc)
         finally:
             request_id.reset(token)
 
@@ -184,16 +286,16 @@ class RequestGate:
         headers = Headers(scope=scope)
         path: str = scope["path"]
         origin = headers.get("origin")
-        if origin is not None and not _allowed(origin, self._origins):
+        if origin is not None and not self._rules.origin(origin):
             log.warning("Refused Origin %.100r: add it to GGUF_MCP_ALLOWED_ORIGINS if it is yours", origin)
             return PlainTextResponse("Invalid Origin header", status_code=403)
         host = headers.get("host", "")
-        if not (_allowed(host, self._hosts) or (path in HEALTH_PATHS and _is_ip_literal(host))):
+        if not (self._rules.host(host) or (path in HEALTH_PATHS and _is_ip_literal(host))):
             log.warning("Refused Host %.100r: add it to GGUF_MCP_ALLOWED_HOSTS if it is yours", host)
             return PlainTextResponse("Invalid Host header", status_code=421)
         if path != MCP_PATH:
             return None
-        if scope["method"] == "GET":
+        if scope["method"] == "GET" and not self._has_token:
             return PlainTextResponse("No standalone event stream; POST requests", 405, {"allow": "POST, DELETE"})
         if not self._has_token and not _arrived_on_loopback(scope):
             log.error(
@@ -203,6 +305,31 @@ class RequestGate:
             )
             return PlainTextResponse("This server is reachable beyond loopback without a token", 403)
         return None
+
+    async def _unauthenticated(self, scope: Scope) -> Response | None:
+        """401 for a request to /mcp without the token, whatever its method (the SDK checks again after us).
+
+        Before anything else the endpoint says, so a wrong token never reads as '405 Method Not Allowed'.
+        """
+        if self._verifier is None or scope["path"] != MCP_PATH:
+            return None
+        authorization = Headers(scope=scope).get("authorization", "")
+        if authorization[:7].lower() == "bearer " and await self._verifier.verify_token(authorization[7:]):
+            if scope["method"] == "GET":
+                return PlainTextResponse("No standalone event stream; POST requests", 405, {"allow": "POST, DELETE"})
+            return None
+        return _unauthorized()
+
+
+def _unauthorized() -> Response:
+    """The SDK's 401 (RFC 6750 challenge and JSON body), saying which header to send."""
+    setting = OPTION_BY_DEST["auth_token"].env
+    description = f"Send the header Authorization: Bearer <{setting}>, the token this server was given"
+    return JSONResponse(
+        {"error": "invalid_token", "error_description": description},
+        status_code=401,
+        headers={"www-authenticate": f'Bearer error="invalid_token", error_description="{description}"'},
+    )
 
 
 # --- Readiness ------------------------------------------------------------------------------------
@@ -254,6 +381,124 @@ async def healthz(_: Request) -> Response:
     return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
 
 
+# --- Connections: a cap, and a deadline for each request header -----------------------------------
+
+
+class _Throttled:
+    """A warning that an attack would repeat per connection: at most one line per `period` seconds."""
+
+    def __init__(self, period: float = 10.0) -> None:
+        self._period = period
+        self._last = -math.inf
+        self._skipped = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self._period:
+            self._skipped += 1
+            return
+        if self._skipped:
+            message += f" (and {self._skipped} more times since the previous line)"
+        log.warning(message, *args)
+        self._last, self._skipped = now, 0
+
+
+_cap_reached = _Throttled()
+_out_of_descriptors = _Throttled()
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with the two guards it lacks against slow or idle clients.
+
+    uvicorn (0.54) closes a kept-alive connection after `timeout_keep_alive` only between requests,
+    and stops that timer at the first byte of the next one; a connection that sends nothing, or
+    half a request header, is never closed, and 1,100 of them exhaust a 1,024-descriptor process
+    before any auth (issue 13 point 10). `limit_concurrency` does not help: it counts those
+    connections too and answers 503 to everyone else. So:
+
+    - a deadline: a connection must complete a request header within `header_timeout` seconds of
+      connecting or of its previous response (trickling bytes does not extend it), else it is closed;
+    - a cap: past `max_connections`, a new connection closes the one that has waited longest for its
+      header (an attacker's, since a real client sends its header at once), or, when every
+      connection is busy with a request, is closed itself.
+
+    For `gguf-mcp --transport http` `serve_http` passes it; under uvicorn's CLI pass
+    `--http gguf_mcp.http:GuardedH11Protocol` (`create_app` sets the limits from the settings).
+    """
+
+    max_connections: int = Settings.model_fields["max_connections"].default
+    header_timeout: float = Settings.model_fields["header_timeout"].default
+    _deadline: asyncio.TimerHandle | None = None
+    _waiting_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._await_header()
+        if len(self.connections) > self.max_connections:
+            self._make_room()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._await_header()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _waiting(self) -> bool:
+        """No request in progress: connected or answered, and the next header not complete yet."""
+        return (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing()
+
+    def _await_header(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._waiting_since = self.loop.time()
+        self._deadline = self.loop.call_later(self.header_timeout, self._header_overdue)
+
+    def _header_overdue(self) -> None:
+        self._deadline = None
+        if self._waiting():
+            log.debug("Closed a connection that sent no complete request header in %g s", self.header_timeout)
+            self.transport.close()
+
+    def _make_room(self) -> None:
+        open_ = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and not c.transport.is_closing()]
+        if len(open_) <= self.max_connections:
+            return  # the others are closing already
+        waiting = [c for c in open_ if c is not self and c._waiting()]
+        victim = min(waiting, key=lambda c: c._waiting_since) if waiting else self
+        _cap_reached.warning(
+            "%d HTTP connections open, past GGUF_MCP_MAX_CONNECTIONS: closed %s",
+            len(open_),
+            "the one waiting longest for its request header" if waiting else "a new one, all are busy",
+        )
+        victim.transport.close()
+
+
+def _quiet_descriptor_exhaustion(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """One warning line, not asyncio's traceback, when accept() finds no free file descriptor.
+
+    asyncio then stops accepting for a second and retries; meanwhile the connection cap closes
+    the connections that wait for a header, so the server recovers on its own.
+    """
+    if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+        _out_of_descriptors.warning(
+            "Out of file descriptors accepting connections (%s); pausing 1 s. Keep GGUF_MCP_MAX_CONNECTIONS "
+            "well below the open-file limit (ulimit -n).",
+            context.get("exception"),
+        )
+    else:
+        loop.default_exception_handler(context)
+
+
+def guarded_protocol(settings: Settings) -> type[GuardedH11Protocol]:
+    """GuardedH11Protocol with these settings' limits (uvicorn takes a class and builds one per connection)."""
+    limits = {"max_connections": settings.max_connections, "header_timeout": settings.header_timeout}
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), limits)
+
+
 # --- The app and how it runs ---------------------------------------------------------------------
 
 
@@ -264,6 +509,9 @@ def build_app(state: AppState) -> ASGIApp:
     # cut calls in flight. Ours end with their call (GET streams are refused), so let them finish;
     # uvicorn's graceful-shutdown bound still ends whatever outlives it.
     AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+    sdk_transport_log = logging.getLogger("mcp.server.streamable_http")
+    if not any(isinstance(f, _ClientGoneFilter) for f in sdk_transport_log.filters):
+        sdk_transport_log.addFilter(_ClientGoneFilter())
     token_verifier, auth = client_auth(settings)
     server = build_server(state, token_verifier=token_verifier, auth=auth)
     security = transport_security(settings)
@@ -271,6 +519,8 @@ def build_app(state: AppState) -> ASGIApp:
         streamable_http_path=MCP_PATH,
         stateless_http=settings.stateless,
         max_request_body_size=MAX_REQUEST_BODY,
+        max_sessions=settings.max_sessions,
+        session_idle_timeout=settings.session_idle_timeout,
         transport_security=security,
         host=settings.host,
     )
@@ -278,6 +528,7 @@ def build_app(state: AppState) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        asyncio.get_running_loop().set_exception_handler(_quiet_descriptor_exhaustion)
         async with server.session_manager.run():
             yield
 
@@ -303,6 +554,9 @@ def create_app() -> ASGIApp:
         # uvicorn's "failed to start" code: its supervisor then stops instead of restarting workers.
         raise SystemExit(STARTUP_FAILURE) from None
     configure_logging(settings)
+    # uvicorn's CLI builds the protocol from `--http gguf_mcp.http:GuardedH11Protocol`, by name.
+    GuardedH11Protocol.max_connections = settings.max_connections
+    GuardedH11Protocol.header_timeout = settings.header_timeout
     return _closing(build_app(AppState(settings, upstream)), http)
 
 
@@ -319,6 +573,42 @@ def _closing(app: ASGIApp, http: httpx2.AsyncClient) -> ASGIApp:
     return wrapped
 
 
+def _announce(message: str, *args: object) -> None:
+    """An INFO record that also shows at the default level (warning): a start and a stop are worth one line.
+
+    `Logger.handle` skips the level check but not the handlers' redaction and format; at `error`
+    the operator asked for quiet.
+    """
+    if logging.getLogger().getEffectiveLevel() <= logging.WARNING:
+        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, message, args, None))
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """uvicorn's server, saying where it listens once it does (not before: binding can still fail)."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self._settings = settings
+        self.url = ""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}{MCP_PATH}"
+            _announce(
+                "listening on %s (client token required: %s; deployments: %s)",
+                self.url,
+                "yes" if self._settings.auth_token is not None else "no",
+                ", ".join(self._settings.deployments),
+            )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        # Here, not after serve(): uvicorn re-raises the SIGTERM it caught once serve() is done.
+        _announce("stopped listening on %s", self.url)
+
+
 async def serve_http(state: AppState) -> None:
     """`gguf-mcp --transport http`: one process; SIGTERM lets calls finish for up to SHUTDOWN_GRACE_S."""
     settings = state.settings
@@ -331,7 +621,6 @@ async def serve_http(state: AppState) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        http=guarded_protocol(settings),
     )
-    if settings.host not in LOOPBACK_HOSTS:
-        log.info("Serving beyond loopback at %s:%d; clients need the bearer token", settings.host, settings.port)
-    await uvicorn.Server(config).serve()
+    await _AnnouncingServer(config, settings).serve()

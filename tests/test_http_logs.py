@@ -49,7 +49,36 @@ async def test_by_default_nothing_is_logged_per_request(gateway: Gateway, tmp_pa
     log = server.stderr()
     assert per_request_lines(log) == []
     if runner == "gguf-mcp":
-        assert log.strip() == ""
+        assert [line.split(": ", 1)[1] for line in log.splitlines()] == [
+            f"listening on {server.url} (client token required: no; deployments: alpha)",
+            f"stopped listening on {server.url}",
+        ]
+
+
+async def test_gguf_mcp_says_where_it_listens_and_when_it_stops_without_secrets(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha", "beta"])
+    env |= {"GGUF_MCP_AUTH_TOKEN": TOKEN, "GGUF_MCP_LOG_FORMAT": "json"}
+    port = free_port()
+    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+        started = server.stderr()
+    lines = [json.loads(line)["message"] for line in server.stderr().splitlines()]
+    assert started.count("\n") == 1  # said once it listens, before any request
+    assert lines == [
+        f"listening on {server.url} (client token required: yes; deployments: alpha, beta)",
+        f"stopped listening on {server.url}",
+    ]
+    assert TOKEN not in server.stderr()
+    assert ACCOUNT_KEY not in server.stderr()
+
+
+async def test_log_level_error_silences_the_start_and_stop_lines(gateway: Gateway, tmp_path: Path) -> None:
+    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"]) | {"GGUF_MCP_LOG_LEVEL": "error"}
+    port = free_port()
+    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+        pass
+    assert server.stderr() == ""
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])  # with sessions (2025 revisions) and without

@@ -7,14 +7,18 @@ tests; raw httpx requests check statuses and headers, the official client checks
 from __future__ import annotations
 
 import json
-import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
+from mcp import MCPError
 
+from tests.support import netns
 from tests.support.bridge import (
     ServerProcess,
     base_env,
@@ -23,7 +27,6 @@ from tests.support.bridge import (
     free_port,
     gguf_mcp_argv,
     serving,
-    uvicorn_workers_argv,
 )
 from tests.support.gateway import ACCOUNT_KEY, Gateway, running_gateway
 
@@ -85,6 +88,24 @@ def test_a_request_without_the_token_gets_401_with_a_bearer_challenge(secured: S
     assert response.json()["error"] == "invalid_token"
 
 
+def test_the_401_body_says_which_header_to_send(secured: ServerProcess) -> None:
+    response = post_initialize(secured)
+    assert response.status_code == 401
+    assert "Authorization: Bearer <GGUF_MCP_AUTH_TOKEN>" in response.json()["error_description"]
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "PUT", "OPTIONS", "HEAD"])
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token"], ids=["no-token", "wrong-token"])
+def test_every_method_on_the_mcp_endpoint_checks_the_token_first(
+    secured: ServerProcess, method: str, authorization: str | None
+) -> None:
+    """A client falling back to the old SSE transport (GET) must see 401, not 405 (mcp-use does)."""
+    headers = {"accept": "text/event-stream"} | ({"authorization": authorization} if authorization else {})
+    response = httpx.request(method, secured.url, headers=headers, timeout=10)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer ")
+
+
 @pytest.mark.parametrize(
     "authorization",
     ["Bearer wrong-token", f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Basic {TOKEN}", TOKEN, "Bearer"],
@@ -126,9 +147,16 @@ async def test_with_a_wrong_token_the_official_client_gets_nothing_through(
     secured: ServerProcess, gateway_module: Gateway
 ) -> None:
     gateway_module.clear()
-    with pytest.raises(Exception):  # noqa: B017, PT011 - an ExceptionGroup or an MCPError, by SDK mode
-        async with connect_http(secured.url, "wrong-token") as client:
+    statuses: list[int] = []
+
+    async def record(response: httpx2.Response) -> None:
+        statuses.append(response.status_code)
+
+    # The client fails its opening request with an MCPError, which its task groups wrap.
+    with pytest.RaisesGroup(pytest.RaisesExc(MCPError), flatten_subgroups=True):
+        async with connect_http(secured.url, "wrong-token", on_response=record) as client:
             await client.call_tool("chat", {"messages": USER, "max_tokens": 2})
+    assert statuses and set(statuses) == {401}  # every request the client sent
     assert gateway_module.requests == []
 
 
@@ -174,6 +202,30 @@ def test_a_foreign_host_gets_421(secured: ServerProcess, token: str | None) -> N
     assert post_initialize(secured, host=f"{PROXY_HOST}.evil.example", **auth).status_code == 421
 
 
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1:80@evil.example", "localhost:evil", "localhost:", "localhost:99999", f"{PROXY_HOST}:443/x", "local"],
+)
+@pytest.mark.parametrize("path", ["/mcp", "/healthz"])
+def test_a_host_that_only_starts_like_an_allowed_one_gets_421(secured: ServerProcess, host: str, path: str) -> None:
+    if path == "/mcp":
+        response = post_initialize(secured, host=host, **bearer())
+    else:
+        response = httpx.get(f"{secured.root}{path}", headers={"host": host}, timeout=10)
+    assert response.status_code == 421
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:evil", "http://127.0.0.1:80@evil.example", "http://localhost:"])
+def test_an_origin_that_only_starts_like_an_allowed_one_gets_403(secured: ServerProcess, origin: str) -> None:
+    assert post_initialize(secured, origin=origin, **bearer()).status_code == 403
+
+
+@pytest.mark.parametrize("host", ["MCP.EXAMPLE.COM", "Mcp.Example.Com:443", "LOCALHOST"])
+def test_host_names_match_whatever_their_case(secured: ServerProcess, host: str) -> None:
+    """DNS names are case-insensitive; the SDK's own check after ours must agree."""
+    assert post_initialize(secured, host=host, origin=APP_ORIGIN.upper(), **bearer()).status_code == 200
+
+
 def test_the_proxy_host_and_origin_are_accepted(secured: ServerProcess) -> None:
     assert post_initialize(secured, host=PROXY_HOST, origin=APP_ORIGIN, **bearer()).status_code == 200
     assert post_initialize(secured, host=f"{PROXY_HOST}:443", **bearer()).status_code == 200
@@ -211,33 +263,68 @@ def test_every_response_carries_a_request_id(secured: ServerProcess) -> None:
 # --- A server without a token must not be reachable beyond loopback -------------------------------------
 
 
-def non_loopback_address() -> str | None:
-    """An IPv4 address of this machine other than loopback (no packet is sent), if there is one."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.254", 9))  # TEST-NET-1: only selects the outgoing interface
-        except OSError:
-            return None
-        address: str = probe.getsockname()[0]
-    return None if address.startswith("127.") or address == "0.0.0.0" else address
+def refused_start(tmp_path: Path, **settings: str) -> str:
+    """Start `gguf-mcp --transport http` with `settings`; it must refuse: exit 2, one line on stderr."""
+    env = base_env() | {"GGUF_BASE_URL": "http://127.0.0.1:9"} | settings
+    argv = gguf_mcp_argv(free_port())
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=20, cwd=tmp_path, check=False)
+    assert (out.returncode, out.stdout) == (2, ""), out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    return out.stderr
 
 
-def test_without_a_token_a_request_arriving_on_a_non_loopback_address_is_refused(
-    gateway: Gateway, tmp_path: Path
-) -> None:
-    """Under uvicorn's CLI the app cannot see --host; it refuses what reached it from outside."""
-    address = non_loopback_address()
-    if address is None:
-        pytest.skip("this machine has no non-loopback IPv4 address")
+@pytest.mark.parametrize("hosts", [PROXY_HOST, f"localhost,{PROXY_HOST}:443", "10.0.0.5"])
+def test_allowed_hosts_beyond_loopback_without_a_token_refuses_to_start(tmp_path: Path, hosts: str) -> None:
+    """Behind a reverse proxy the bind is loopback, yet the proxy's public name lets anyone in."""
+    message = refused_start(tmp_path, GGUF_MCP_ALLOWED_HOSTS=hosts)
+    assert "GGUF_MCP_ALLOWED_HOSTS" in message
+    assert "GGUF_MCP_AUTH_TOKEN" in message
+
+
+def test_allowed_hosts_that_are_all_loopback_need_no_token(gateway: Gateway, tmp_path: Path) -> None:
     env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"])
+    env["GGUF_MCP_ALLOWED_HOSTS"] = "localhost:8080,127.0.0.2,[::1]:9000"
     port = free_port()
-    argv = uvicorn_workers_argv(port, 1, "--host", address)
-    with serving(argv, port, env, tmp_path / "stderr", host=address) as server:
-        # A non-browser client can claim any Host; the address the connection reached cannot lie.
-        spoofed = post_initialize(server, host=f"127.0.0.1:{port}")
-        health = httpx.get(f"{server.root}/healthz", timeout=10)
-    assert spoofed.status_code == 403
-    assert "beyond loopback without a token" in spoofed.text
-    assert health.status_code == 200
-    assert "set GGUF_MCP_AUTH_TOKEN" in server.stderr()
-    assert gateway.requests == []
+    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+        assert post_initialize(server, host="127.0.0.2").status_code == 200
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_a_token_shorter_than_32_characters_refuses_to_start(tmp_path: Path, host: str) -> None:
+    """Even on loopback: behind a reverse proxy the bind address says nothing about who can reach us."""
+    short = "tok-canary-short-0123456789abcd"  # 31 characters
+    message = refused_start(tmp_path, GGUF_MCP_AUTH_TOKEN=short, GGUF_MCP_HOST=host)
+    assert short not in message
+    assert "GGUF_MCP_AUTH_TOKEN" in message
+    assert "32" in message
+    assert "secrets.token_urlsafe" in message
+
+
+def test_a_32_character_token_is_enough(gateway: Gateway, tmp_path: Path) -> None:
+    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"])
+    env["GGUF_MCP_AUTH_TOKEN"] = token = "tok-canary-exact-0123456789abcdef"[:32]
+    port = free_port()
+    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+        assert post_initialize(server, **bearer(token)).status_code == 200
+
+
+def test_without_a_token_a_request_arriving_on_a_non_loopback_address_is_refused() -> None:
+    """Under uvicorn's CLI the app cannot see --host; it refuses what reached it from outside.
+
+    Run in a network namespace of the test's own (tests/support/netns.py), bound to a TEST-NET
+    address there: no traffic to this machine's interfaces or anywhere else.
+    """
+    reason = netns.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    probe = [sys.executable, "-m", "tests.support.netns"]
+    out = subprocess.run(netns.in_namespace(probe), env=base_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.splitlines()[-1])
+    assert report["server"] == f"http://{netns.ADDRESS}:{report['server'].rsplit(':', 1)[1]}"
+    status, text = report["spoofed"]
+    assert status == 403
+    assert "beyond loopback without a token" in text
+    assert report["health"] == 200
+    assert "set GGUF_MCP_AUTH_TOKEN" in report["stderr"]
+    assert report["upstream_requests"] == 0

@@ -92,6 +92,8 @@ def uvicorn_workers_argv(port: int, workers: int, *extra_args: str) -> list[str]
         str(port),
         "--workers",
         str(workers),
+        "--http",
+        "gguf_mcp.http:GuardedH11Protocol",  # the connection cap and header time-out (README)
         *extra_args,
     ]
 
