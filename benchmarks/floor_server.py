@@ -2,7 +2,8 @@
 from an in-process generator, with no upstream at all.
 
 Same token timing as `benchmarks/emulator.py` (`--ttft`, then one token every `--interval` up
-to `max_tokens`), same token text (the send stamp `@<monotonic> `, taken as the token is made),
+to `max_tokens`), same token text (the stamp `@<monotonic> ` of when the token was due: an
+emulated deployment sends on schedule, so this loop's own stalls count as lag as they would),
 and the same progress policy as gguf-mcp's tools (the first token at once, then the text
 gathered since, at most every 0.1 s), so a client sees the same notifications and the same
 result text. Whatever this process spends per token is the SDK's cost, which gguf-mcp cannot
@@ -45,8 +46,10 @@ async def generate(ctx: Context[Any, Any], max_tokens: int) -> str:
     due = time.monotonic() + TIMING["ttft"]
     for count in range(1, max_tokens + 1):
         await anyio.sleep(max(0.0, due - time.monotonic()))
+        # Stamped with when the token was due, not when this loop got to it: the emulator sends on
+        # schedule whatever the bridge is doing, so a stalled loop (GC, CPU) must show here too.
+        token = f"@{due:.6f} "
         due += TIMING["interval"]
-        token = f"@{time.monotonic():.6f} "
         parts.append(token)
         pending.append(token)
         if time.monotonic() - last >= PROGRESS_INTERVAL:

@@ -3,11 +3,12 @@
 A diagnostic for the scale benchmark (`benchmarks/scale.py --gc-probe [--gc-freeze]`), not a way
 to run gguf-mcp: it times every collection through `gc.callbacks` and, at exit, prints one line
 to stderr, `GC-PAUSES {json}` (count, total and longest pause per generation, in ms). With
+`--threshold A,B,C` it sets `gc.set_threshold(A, B, C)` (Python's default is 700,10,10). With
 `--freeze` it first imports what serving imports (the SDK, gguf-mcp's HTTP app) and moves every
 object alive then into the permanent generation (`gc.freeze()`), so that later full collections
 no longer walk the SDK's import-time objects: the change this measures before it is proposed.
 
-    .venv/bin/python -m benchmarks.gc_probe [--freeze] -- --transport http --port 8000
+    .venv/bin/python -m benchmarks.gc_probe [--freeze] [--module M] [--threshold 700,10,10] -- ARGS...
 """
 
 from __future__ import annotations
@@ -55,20 +56,28 @@ def main() -> None:
     freeze = bool(args) and args[0] == "--freeze"
     if freeze:
         args = args[1:]
+    module = "gguf_mcp"
+    if args[:1] == ["--module"]:  # e.g. benchmarks.floor_server, to compare with the SDK's floor
+        module, args = args[1], args[2:]
+    if args[:1] == ["--threshold"]:
+        gc.set_threshold(*(int(n) for n in args[1].split(",")))
+        args = args[2:]
     if args[:1] == ["--"]:
         args = args[1:]
     if freeze:
-        import gguf_mcp.http
-        import gguf_mcp.server  # noqa: F401
-
+        if module == "gguf_mcp":
+            import gguf_mcp.http
+            import gguf_mcp.server  # noqa: F401
+        else:
+            import mcp.server.mcpserver  # noqa: F401
         gc.collect()
         gc.freeze()
     gc.callbacks.append(_timer)
     atexit.register(_report)
     # uvicorn re-raises SIGTERM once it has shut down, with the handler it found: this one.
     signal.signal(signal.SIGTERM, _on_term)
-    sys.argv = ["gguf_mcp", *args]
-    runpy.run_module("gguf_mcp", run_name="__main__", alter_sys=True)
+    sys.argv = [module, *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ STDLIB = re.compile(r"/lib/python3\.\d+/([A-Za-z0-9_]+)")
 IDLE = re.compile(r"^(Condition\.wait|EpollSelector\.select|WorkerThread\.run|Queue\.get) ")
 # Exclusive stages: a sample goes to the first whose regex matches any frame on its stack.
 STAGES = {
-    "upstream HTTP client (httpx/httpcore/h11, or aiohttp)": r"/(httpx|httpcore|httpx_sse|aiohttp|yarl|multidict)/",
+    # h11 is not here: over HTTP it is uvicorn's parser (without httptools), counted with the server below.
+    "upstream HTTP client (httpx/httpcore, or aiohttp)": r"/(httpx|httpcore|httpx_sse|aiohttp|aiohappyeyeballs|yarl|"
+    r"multidict)/",
     "gguf-mcp's own code (tools, upstream, with the pydantic/json it calls)": r"/gguf_mcp/(tools|upstream|streams)\.py",
     "SDK: argument validation (FuncMetadata)": r"FuncMetadata\.(validate_arguments|pre_parse_json)|"
     r"model_dump_one_level",
@@ -74,7 +76,7 @@ def package(frame: str) -> str:
     site = SITE.search(path)
     if site:
         name = site.group(1)
-        return {"httpcore": "httpx", "h11": "httpx", "pydantic_core": "pydantic", "mcp_types": "mcp"}.get(name, name)
+        return {"httpcore": "httpx", "h11": "h11", "pydantic_core": "pydantic", "mcp_types": "mcp"}.get(name, name)
     std = STDLIB.search(path)
     if std:
         return f"stdlib {std.group(1)}"

@@ -83,7 +83,7 @@ LEVELS = (10, 100, 500, 1000, 2000)
 # Generous caps, so that settings the server may gain do not limit the benchmark (ignored today).
 CAPS = {
     "GGUF_MCP_MAX_SESSIONS": "100000",
-    "GGUF_MCP_MAX_CONNECTIONS": "100000",
+    "GGUF_MCP_MAX_CONNECTIONS": "10000",  # at most 65535, and below the open-file limit
     "GGUF_MCP_UPSTREAM_CONNECTIONS": "5000",
     "GGUF_MCP_SESSION_IDLE_TIMEOUT": "3600",
 }
@@ -107,23 +107,39 @@ def gguf_command(system: str, port: int, options: argparse.Namespace) -> tuple[l
     """gguf-mcp's argv and environment: this checkout, a git ref, or another interpreter's install."""
     python = options.gguf_python or sys.executable
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "PYTHONSAFEPATH": "1", **CAPS}
+    paths = [options.server_path] if options.server_path else []
     if options.ref or not options.gguf_python:
-        env["PYTHONPATH"] = str(source_of(options.ref))
+        paths.append(str(source_of(options.ref)))
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     env["GGUF_BASE_URL"] = options.emulator_url
     env["GGUF_MCP_STATELESS"] = "true" if "stateless" in system else "false"
     if system.endswith("-w2"):
         argv = [python, "-m", "uvicorn", "--factory", "gguf_mcp.http:create_app", "--port", str(port)]
         return [*argv, "--workers", "2", "--log-level", "warning", "--no-access-log"], env
     serve = ["--transport", "http", "--port", str(port)]
-    if options.gc_probe or options.gc_freeze:  # by path: nothing of this checkout's on the server's sys.path
-        probe = [str(ROOT / "benchmarks" / "gc_probe.py"), *(["--freeze"] if options.gc_freeze else []), "--"]
-        return [python, *probe, *serve], env
+    if gc_probing(options):  # by path: nothing of this checkout's on the server's sys.path
+        return [python, *gc_probe_args(options, "gguf_mcp"), *serve], env
     return [python, "-m", "gguf_mcp", *serve], env
+
+
+def gc_probing(options: argparse.Namespace) -> bool:
+    return bool(options.gc_probe or options.gc_freeze or options.gc_threshold)
+
+
+def gc_probe_args(options: argparse.Namespace, module: str) -> list[str]:
+    """`benchmarks/gc_probe.py` running `module`, as the options say."""
+    args = [str(ROOT / "benchmarks" / "gc_probe.py"), *(["--freeze"] if options.gc_freeze else [])]
+    args += ["--module", module, *(["--threshold", options.gc_threshold] if options.gc_threshold else [])]
+    return [*args, "--"]
 
 
 def floor_command(system: str, port: int, options: argparse.Namespace) -> list[str]:
     args = ["--port", str(port), "--ttft", str(options.ttft), "--interval", str(options.interval)]
-    return module_argv("floor_server", *args, *(["--stateless"] if "stateless" in system else []))
+    args += ["--stateless"] if "stateless" in system else []
+    if gc_probing(options):
+        return [sys.executable, *gc_probe_args(options, "benchmarks.floor_server"), *args]
+    return module_argv("floor_server", *args)
 
 
 @contextmanager
@@ -134,6 +150,7 @@ def running_server(system: str, options: argparse.Namespace, stderr: Path) -> It
         cwd = tempfile.gettempdir()  # not this checkout: `-m` must find the gguf_mcp chosen above
     else:
         argv, env, cwd = floor_command(system, port, options), dict(os.environ), str(ROOT)
+        env["PYTHONPATH"] = os.pathsep.join([*([options.server_path] if options.server_path else []), str(ROOT)])
     with stderr.open("ab") as err:
         process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     try:
@@ -418,7 +435,7 @@ def holds(run: dict[str, Any], options: argparse.Namespace) -> bool:
 def start_profiler(pid: int, raw: Path, options: argparse.Namespace) -> subprocess.Popen[bytes]:
     if not PY_SPY.exists():
         raise SystemExit(f"{PY_SPY} is missing: .venv/bin/pip install py-spy")
-    argv = [str(PY_SPY), "record", "-p", str(pid), "-r", "100", "-f", "raw", "-o", str(raw), "--nonblocking"]
+    argv = [str(PY_SPY), "record", "-p", str(pid), "-r", "250", "-f", "raw", "-o", str(raw), "--nonblocking"]
     return subprocess.Popen([*argv, "--full-filenames", "--nolineno", "--gil"], stdout=subprocess.DEVNULL)
 
 
@@ -539,11 +556,14 @@ def plot(runs: list[dict[str, Any]], path: Path, title: str) -> None:
             ax.plot([r["c"] for r in mine], [value(r) for r in mine], marker="o", label=system,
                     linestyle="--" if system.startswith("floor") else "-")  # fmt: skip
         ax.set_xscale("log")
+        levels = sorted({r["c"] for r in runs})
+        ax.set_xticks(levels, [str(c) for c in levels])
         if log_y:
             ax.set_yscale("log")
         ax.set_xlabel("concurrent streamed calls (C)")
         ax.set_title(label, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].axhline(100, color="grey", linewidth=0.8, linestyle=":")  # the aim: p99 under 100 ms
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -569,9 +589,16 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--holds-ms", type=float, default=100.0, help="newest-token p99 lag bound for 'holds'")
     parser.add_argument("--gguf-python", help="run gguf-mcp with this interpreter (its own installed gguf_mcp)")
     parser.add_argument("--ref", help="run gguf-mcp as of this git ref (exported; on --gguf-python or this venv)")
+    parser.add_argument(
+        "--server-path",
+        metavar="DIR",
+        help="put DIR first on the servers' PYTHONPATH, e.g. uvloop and httptools from `pip install --target DIR` "
+        "(uvicorn then uses them): what they buy",
+    )
     parser.add_argument("--profile", type=int, metavar="C", help="py-spy gguf-stateful at this C")
     parser.add_argument("--gc-probe", action="store_true", help="time gguf-mcp's GC pauses (benchmarks/gc_probe.py)")
     parser.add_argument("--gc-freeze", action="store_true", help="the same, after gc.freeze() (a proposed fix)")
+    parser.add_argument("--gc-threshold", metavar="A,B,C", help="the same, with gc.set_threshold(A, B, C)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--png", type=Path)
