@@ -28,14 +28,21 @@ under `--holds-ms`.
 Output: a markdown table on stdout, the raw numbers as JSON (`--json`) and a plot (`--png`).
 `--profile C` also records gguf-mcp (stateful) at C with py-spy and prints where its CPU goes.
 
-    .venv/bin/python -m benchmarks.scale                  # full sweep, ~15 min on 2 cores
-    .venv/bin/python -m benchmarks.scale --quick          # ~2 min: C = 10 100 500, stateful + floor
-    .venv/bin/python -m benchmarks.scale --json benchmarks/results/scale.json --png benchmarks/results/scale.png
+    .venv/bin/python -m benchmarks.scale                  # 4 systems x 5 levels, ~10 min on 2 cores
+    .venv/bin/python -m benchmarks.scale --quick          # ~75 s: C = 10 100 500, gguf-stateful + its floor
+    # what benchmarks/results/ holds (~12 min; the 5th system is two stateless uvicorn workers):
+    .venv/bin/python -m benchmarks.scale --systems gguf-stateful gguf-stateless floor-stateful floor-stateless \
+        gguf-stateless-w2 --json benchmarks/results/scale.json --png benchmarks/results/scale.png
     .venv/bin/python -m benchmarks.scale --ref main       # gguf-mcp as of a git ref, on this venv
     .venv/bin/python -m benchmarks.scale --gguf-python /work/main/.venv/bin/python   # another install
-    .venv/bin/python -m benchmarks.scale --systems gguf-stateful --levels 1000 --profile 1000
+    .venv/bin/python -m benchmarks.scale --systems gguf-stateful --levels 100 --profile 100
+    .venv/bin/python -m benchmarks.scale --systems gguf-stateful floor-stateful --levels 100 500 --gc-probe
+    .venv/bin/python -m benchmarks.scale --server-path DIR   # DIR from `pip install --target DIR uvloop httptools`
 
-Needs the `bench` extra for the plot (`pip install -e '.[test,bench]'`) and py-spy for `--profile`.
+gguf-mcp gets generous caps through the settings it may have (GGUF_MCP_MAX_SESSIONS, ..._MAX_CONNECTIONS,
+..._UPSTREAM_CONNECTIONS, ..._SESSION_IDLE_TIMEOUT; older versions ignore them), and every process
+inherits this one's open-file limit, raised to its hard limit. Needs the `bench` extra for the plot
+(`pip install -e '.[test,bench]'`) and py-spy for `--profile`.
 """
 
 from __future__ import annotations
