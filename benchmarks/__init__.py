@@ -1,1 +1,4 @@
-"""Benchmarks (run as scripts: `.venv/bin/python benchmarks/<name>.py`); a package so mypy sees one module name."""
+"""Benchmarks: run each as a module from the checkout's root, `.venv/bin/python -m benchmarks.<name>`.
+
+Shared helpers are in `benchmarks.common`; readings of processes come from `tests.support.proc`.
+"""

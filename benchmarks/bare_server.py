@@ -1,7 +1,7 @@
 """The SDK's floor: a bare MCPServer whose `chat` tool returns a constant without any upstream.
 
-python benchmarks/bare_server.py                       # stdio
-python benchmarks/bare_server.py http PORT [stateless] # Streamable HTTP on 127.0.0.1:PORT/mcp
+python -m benchmarks.bare_server                       # stdio
+python -m benchmarks.bare_server http PORT [stateless] # Streamable HTTP on 127.0.0.1:PORT/mcp
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ requests per client (every 5th streamed) to upstreams that close kept-alive conn
 100 answers without saying so, with no retry, and counts the errors by exception type: the
 resend-once rule in `upstream.py` must catch exactly what a client raises there.
 
-    .venv/bin/python benchmarks/http_clients.py [--rounds 10] [--requests 100] [--upstream instant llama]
+    .venv/bin/python -m benchmarks.http_clients [--rounds 10] [--requests 100] [--upstream instant llama]
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -46,14 +45,10 @@ import httpcore
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
 
+from benchmarks.common import instant_upstream, pct
 from gguf_mcp.streams import sse_events
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.overhead import instant_upstream, pct  # noqa: E402
-from tests.support.llama import running_llama_server  # noqa: E402
-from tests.support.tiny_model import write_tiny_model  # noqa: E402
+from tests.support.llama import running_llama_server
+from tests.support.tiny_model import write_tiny_model
 
 BODY = {"model": "local", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 8}
 CONTENT = json.dumps(BODY).encode()

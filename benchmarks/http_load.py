@@ -17,7 +17,7 @@ call (from /proc): a core serves about 1000 / that many calls per second. The lo
 in this process on the same machine, so on a small box it competes with the servers for CPU, and
 latencies include its queueing. Loopback only; bounded by rounds x configurations x sessions x calls.
 
-    .venv/bin/python benchmarks/http_load.py [--sessions 16] [--calls 25] [--workers 2] [--rounds 3]
+    .venv/bin/python -m benchmarks.http_load [--sessions 16] [--calls 25] [--workers 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -37,11 +36,8 @@ from typing import Any
 import anyio
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.overhead import instant_upstream, pct  # noqa: E402
-from tests.support.bridge import (  # noqa: E402
+from benchmarks.common import instant_upstream, pct, tree_cpu_seconds
+from tests.support.bridge import (
     ServerProcess,
     base_env,
     free_port,
@@ -49,7 +45,7 @@ from tests.support.bridge import (  # noqa: E402
     serving,
     uvicorn_workers_argv,
 )
-from tests.support.load import run_sessions  # noqa: E402
+from tests.support.load import run_sessions
 
 KEY = "bench-key-0000"
 BODY = {"model": "local", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 8}
@@ -75,36 +71,18 @@ async def direct(upstream: str, sessions: int, calls: int) -> tuple[list[float],
     return times, time.perf_counter() - started
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU time used so far by these processes and their children (Linux /proc)."""
-    every = set(pids)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) in pids:  # ppid: uvicorn's workers under its supervisor
-                every.add(int(entry.name))
-    ticks = 0
-    for pid in every:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 async def measure(servers: list[ServerProcess], sessions: int, calls: int) -> dict[str, Any]:
     """Run the load; also the servers' CPU seconds spent during the measured calls."""
     pids = [server.process.pid for server in servers]
     cpu: list[float] = []
     records, wall = await run_sessions(
-        [s.url for s in servers], sessions, calls, warmup=2, on_start=lambda: cpu.append(cpu_seconds(pids))
+        [s.url for s in servers], sessions, calls, warmup=2, on_start=lambda: cpu.append(tree_cpu_seconds(pids))
     )
     return {
         "times": [r.seconds for r in records],
         "wall": wall,
         "errors": sum(1 for r in records if r.result.is_error),
-        "server_cpu": cpu_seconds(pids) - cpu[0],
+        "server_cpu": tree_cpu_seconds(pids) - cpu[0],
     }
 
 

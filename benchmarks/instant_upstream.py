@@ -13,7 +13,7 @@ Prints `LISTENING <port>` once ready. Keep-alive HTTP/1.1, fixed bodies, no vali
   its N-th answer. llama-server closes a kept-alive connection after 100 requests (announcing
   it on a plain answer) and after every streamed answer (without announcing it).
 
-    python benchmarks/instant_upstream.py [--close-after 100]
+    .venv/bin/python -m benchmarks.instant_upstream [--close-after 100]
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ requests and after every streamed answer), gguf-mcp streaming every 5th call.
 `--refs REF ...` adds gguf-mcp as of each git REF (its `gguf_mcp/` exported to a temporary
 directory) to every gguf-mcp system, measured in the same rounds: before and after a change.
 
-    .venv/bin/python benchmarks/overhead.py [--rounds 10] [--calls 40] [--upstream instant llama]
-    .venv/bin/python benchmarks/overhead.py --refs HEAD~3
+    .venv/bin/python -m benchmarks.overhead [--rounds 10] [--calls 40] [--upstream instant llama]
+    .venv/bin/python -m benchmarks.overhead --refs HEAD~3
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -64,13 +63,21 @@ from anyio.abc import SocketAttribute, SocketStream
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.peer import CHAT_TOOL, Peer, ensure_peer  # noqa: E402
-from tests.support.bridge import free_port, serving  # noqa: E402
-from tests.support.llama import running_llama_server  # noqa: E402
-from tests.support.tiny_model import write_tiny_model  # noqa: E402
+from benchmarks.common import (
+    GGUF_ARGV,
+    ROOT,
+    children,
+    cpu_seconds,
+    gguf_env,
+    instant_upstream,
+    module_argv,
+    pct,
+    rss_mib,
+)
+from benchmarks.peer import CHAT_TOOL, Peer, ensure_peer
+from tests.support.bridge import free_port, serving
+from tests.support.llama import running_llama_server
+from tests.support.tiny_model import write_tiny_model
 
 MESSAGES = [{"role": "user", "content": "Hello there"}]
 ARGS: dict[str, Any] = {"messages": MESSAGES, "max_tokens": 8, "temperature": 0.7, "top_p": 0.9}
@@ -92,45 +99,12 @@ Call = Callable[[], Awaitable[None]]
 # --- Processes -----------------------------------------------------------------------------------
 
 
-def children() -> set[int]:
-    """Pids of this process's direct children (Linux /proc)."""
-    me, found = os.getpid(), set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-                found.add(int(entry.name))
-    return found
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
-@contextmanager
-def instant_upstream(*args: str) -> Iterator[str]:
-    argv = [sys.executable, str(ROOT / "benchmarks" / "instant_upstream.py"), *args]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        yield f"http://127.0.0.1:{process.stdout.readline().split()[1]}"
-    finally:
-        process.terminate()
-        process.wait()
-
-
 @contextmanager
 def bare_http(stateless: bool, stderr: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
-    argv = [sys.executable, str(ROOT / "benchmarks" / "bare_server.py"), "http", str(port)]
+    argv = module_argv("bare_server", "http", str(port), *(["stateless"] if stateless else []))
     with stderr.open("ab") as err:
-        process = subprocess.Popen([*argv, *(["stateless"] if stateless else [])], stderr=err)
+        process = subprocess.Popen(argv, stderr=err, cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -147,35 +121,9 @@ def bare_http(stateless: bool, stderr: Path) -> Iterator[tuple[str, int]]:
         process.wait()
 
 
-GGUF_ARGV = [sys.executable, "-m", "gguf_mcp"]
-_EXPORTS = Path(tempfile.gettempdir()) / "gguf-mcp-refs"
-
-
-def source_of(ref: str | None) -> Path:
-    """The directory holding the `gguf_mcp` package to run: this checkout, or `ref` exported."""
-    if ref is None:
-        return ROOT
-    sha = subprocess.run(["git", "rev-parse", ref], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    target = _EXPORTS / sha.strip()[:12]
-    if not (target / "gguf_mcp").is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", ref, "gguf_mcp"], cwd=ROOT, capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return target
-
-
-def gguf_env(upstream: str, ref: str | None = None, **extra: str) -> dict[str, str]:
-    """gguf-mcp keyless on `upstream` (no MODELSLAB_API_KEY: a non-Cloud base URL needs none).
-
-    PYTHONSAFEPATH: `python -m` would otherwise put the working directory (often this checkout)
-    ahead of PYTHONPATH, and a `ref` would silently run the current code.
-    """
-    path = str(source_of(ref))
-    return {"PATH": os.environ["PATH"], "PYTHONPATH": path, "PYTHONSAFEPATH": "1", "GGUF_BASE_URL": upstream, **extra}
-
-
 def bare_params() -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=[str(ROOT / "benchmarks" / "bare_server.py")])
+    command, *args = module_argv("bare_server")
+    return StdioServerParameters(command=command, args=args, env={"PYTHONPATH": str(ROOT)}, cwd=ROOT)
 
 
 def gguf_params(upstream: str, ref: str | None = None) -> StdioServerParameters:
@@ -193,12 +141,6 @@ def server_kind(name: str) -> str:
     """`gguf-http-sl@ref` -> `gguf@ref`: the server, whatever the transport."""
     base, ref = split(name)
     return base.split("-")[0] + (f"@{ref}" if ref else "")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peer_params(peer: Peer, upstream: str) -> StdioServerParameters:
@@ -305,11 +247,6 @@ async def open_systems(
 
 
 # --- Measuring -----------------------------------------------------------------------------------
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def upstream_stats(http: httpx.AsyncClient, upstream: str) -> dict[str, int] | None:

@@ -14,7 +14,7 @@ What its source (dist/*.js in the package) says, and how the benchmark calls it:
   nor `stream`, through Node's `fetch` (undici, keep-alive pool), and returns the upstream JSON
   pretty-printed as one text block.
 
-    .venv/bin/python benchmarks/peer.py     # install if needed, print where and which versions
+    .venv/bin/python -m benchmarks.peer     # install if needed, print where and which versions
 """
 
 from __future__ import annotations
@@ -25,16 +25,11 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.support.node_tools import (  # noqa: E402
+from tests.support.node_tools import (
     NPM_BEFORE,
     NodeToolsError,
     _exclusive_lock,

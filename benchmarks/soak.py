@@ -6,27 +6,23 @@ so what is measured is the bridge. The calls cycle through every tool, plain and
 churn holds each call at the gateway before its first byte and cancels it once it has arrived.
 tests/test_hygiene.py runs a bounded version of the same load in the suite.
 
-    .venv/bin/python benchmarks/soak.py [--calls 10000] [--churn 300] [--transport stdio|http]
+    .venv/bin/python -m benchmarks.soak [--calls 10000] [--churn 300] [--transport stdio|http]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import anyio
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.support.bridge import Bridge  # noqa: E402
-from tests.support.gateway import ACCOUNT_KEY, running_gateway  # noqa: E402
-from tests.support.proc import Usage, gguf_mcp_child, usage  # noqa: E402
-from tests.support.soak import cancellation_churn, sequential_calls  # noqa: E402
+from tests.support.bridge import Bridge
+from tests.support.gateway import ACCOUNT_KEY, running_gateway
+from tests.support.proc import Usage, gguf_mcp_child, usage
+from tests.support.soak import cancellation_churn, sequential_calls
 
 WARMUP = 200
 REPORT_EVERY = 1000

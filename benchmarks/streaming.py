@@ -8,7 +8,7 @@
 
 All clocks are CLOCK_MONOTONIC on one machine, so times taken in different processes compare.
 
-    .venv/bin/python benchmarks/streaming.py [--runs 30]
+    .venv/bin/python -m benchmarks.streaming [--runs 30]
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,13 +24,10 @@ from typing import Any
 
 import anyio
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.support.bridge import Bridge  # noqa: E402
-from tests.support.gateway import ACCOUNT_KEY, Fault, Gateway, running_gateway  # noqa: E402
-from tests.support.llama import LlamaServer, running_llama_server  # noqa: E402
-from tests.support.tiny_model import write_tiny_model  # noqa: E402
+from tests.support.bridge import Bridge
+from tests.support.gateway import ACCOUNT_KEY, Fault, Gateway, running_gateway
+from tests.support.llama import LlamaServer, running_llama_server
+from tests.support.tiny_model import write_tiny_model
 
 USER = [{"role": "user", "content": "Hello there"}]
 

@@ -117,3 +117,17 @@ def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> bool:
         process.wait()
         return False
     return True
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process, in KiB (cheaper than `usage`, which also lists every descriptor)."""
+    for line in (_PROC / str(pid) / "status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise ProcessLookupError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (utime + stime) a process has used so far."""
+    fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
