@@ -136,7 +136,7 @@ def open_http_client(settings: Settings) -> httpx2.AsyncClient:
     )
     limits = httpx2.Limits(
         max_connections=settings.upstream_connections,
-        max_keepalive_connections=min(settings.upstream_connections, 32),
+        max_keepalive_connections=settings.upstream_connections,  # a TLS handshake per call otherwise
         keepalive_expiry=30.0,
     )
     try:
