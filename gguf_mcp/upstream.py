@@ -206,7 +206,7 @@ class UpstreamClient:
                     final = True
                     continue
                 data = self._event(dep, kind, data_text, content_type)
-                yield self.redactor.data(data)
+                yield data if self.redactor.clean(data_text) else self.redactor.data(data)
                 final = data.get("type") == "message_stop"
         except EventTooLarge:
             raise too_large(dep.name, MAX_EVENT, "one streamed event") from None
