@@ -48,9 +48,9 @@ IDLE = re.compile(r"^(Condition\.wait|EpollSelector\.select|WorkerThread\.run|Qu
 # Exclusive stages: a sample goes to the first whose regex matches any frame on its stack.
 STAGES = {
     # h11 is not here: over HTTP it is uvicorn's parser (without httptools), counted with the server below.
-    "upstream HTTP client (httpx/httpcore, or aiohttp)": r"/(httpx|httpcore|httpx_sse|aiohttp|aiohappyeyeballs|yarl|"
-    r"multidict)/",
-    "gguf-mcp's own code (tools, upstream, with the pydantic/json it calls)": r"/gguf_mcp/(tools|upstream|streams)\.py",
+    "upstream HTTP client (httpx/httpcore, or aiohttp)": r"/(httpx2?|httpcore2?|httpx_sse|aiohttp|aiohappyeyeballs|"
+    r"yarl|multidict)/",
+    "gguf-mcp's own code (tools, upstream, with the pydantic/json it calls)": r"/gguf_mcp/",
     "SDK: argument validation (FuncMetadata)": r"FuncMetadata\.(validate_arguments|pre_parse_json)|"
     r"model_dump_one_level",
     "SDK: result conversion (convert_result, output validation)": r"convert_result|_output_adapter|_dump_result|"
@@ -76,7 +76,7 @@ def package(frame: str) -> str:
     site = SITE.search(path)
     if site:
         name = site.group(1)
-        return {"httpcore": "httpx", "h11": "h11", "pydantic_core": "pydantic", "mcp_types": "mcp"}.get(name, name)
+        return {"httpcore": "httpx", "httpcore2": "httpx2", "h11": "h11", "pydantic_core": "pydantic", "mcp_types": "mcp"}.get(name, name)
     std = STDLIB.search(path)
     if std:
         return f"stdlib {std.group(1)}"
