@@ -76,7 +76,8 @@ def package(frame: str) -> str:
     site = SITE.search(path)
     if site:
         name = site.group(1)
-        return {"httpcore": "httpx", "httpcore2": "httpx2", "h11": "h11", "pydantic_core": "pydantic", "mcp_types": "mcp"}.get(name, name)
+        merged = {"httpcore": "httpx", "httpcore2": "httpx2", "pydantic_core": "pydantic", "mcp_types": "mcp"}
+        return merged.get(name, name)
     std = STDLIB.search(path)
     if std:
         return f"stdlib {std.group(1)}"

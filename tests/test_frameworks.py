@@ -22,11 +22,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from gguf_mcp.config import TOOL_NAMES
-from tests.support.bridge import free_port
+from tests.support.bridge import free_port, wait_until_healthy
 from tests.support.frameworks import FRAMEWORKS, ensure_framework, installed_versions
 from tests.support.llama import LlamaServer
 
@@ -158,18 +157,7 @@ def the_server_snippet(llama: LlamaServer, workdir: Path) -> Iterator[str]:
     server.stdin.write(llama.api_key + "\n")
     server.stdin.close()
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        with httpx.Client(timeout=2) as http:
-            while True:
-                if server.poll() is not None:
-                    raise AssertionError(f"the server snippet exited with {server.returncode}: {log_path.read_text()}")
-                try:
-                    if http.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, f"no /healthz in {START_TIMEOUT_S} s: {log_path.read_text()}"
-                time.sleep(0.05)  # polling a subprocess's port: there is no event to wait on
+        wait_until_healthy(server, f"http://127.0.0.1:{port}", log_path.read_text)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         if server.poll() is None:

@@ -98,6 +98,23 @@ def uvicorn_workers_argv(port: int, workers: int, *extra_args: str) -> list[str]
     ]
 
 
+def wait_until_healthy(process: subprocess.Popen[Any], root: str, log: Callable[[], str]) -> None:
+    """Poll `root`/healthz until it answers 200; fail with `log()` if the process exits or time runs out."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with httpx.Client(timeout=2) as http:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited with {process.returncode}: {log()}")
+            try:
+                if http.get(f"{root}/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no /healthz at {root} in {START_TIMEOUT_S} s: {log()}")
+            time.sleep(0.05)  # polling a subprocess's port: there is no event to wait on
+
+
 @contextmanager
 def serving(
     argv: list[str], port: int, env: dict[str, str], stderr_path: Path, host: str = "127.0.0.1"
@@ -107,19 +124,7 @@ def serving(
         process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     server = ServerProcess(process, host, port, stderr_path)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        with httpx.Client(timeout=2) as http:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{argv[2]} exited with {process.returncode}: {server.stderr()[-2000:]}")
-                try:
-                    if http.get(f"{server.root}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{argv[2]} did not answer /healthz in {START_TIMEOUT_S} s")
-                time.sleep(0.05)  # polling a subprocess's port: there is no event to wait on
+        wait_until_healthy(process, server.root, lambda: server.stderr()[-2000:])
         yield server
     finally:
         stop(process)
