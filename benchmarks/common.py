@@ -15,7 +15,7 @@ import resource
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,32 +66,28 @@ def cpu_seconds(pid: int) -> float:
     return proc.cpu_seconds(pid)
 
 
-def tree_cpu_seconds(pids: list[int]) -> float:
-    """CPU time of these processes and their direct children (uvicorn's workers under its supervisor)."""
+def _tree_sum(pids: list[int], read: Callable[[int], float]) -> float:
+    """`read` of these processes and their direct children (uvicorn's workers under its supervisor), summed."""
     every = set(pids)
     for pid in pids:
         every.update(proc.children(pid))
     total = 0.0
     for pid in every:
         try:
-            total += proc.cpu_seconds(pid)
+            total += read(pid)
         except OSError:
             continue  # exited meanwhile
     return total
 
 
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """CPU time of these processes and their direct children."""
+    return _tree_sum(pids, proc.cpu_seconds)
+
+
 def tree_rss_kib(pids: list[int]) -> int:
     """VmRSS of these processes and their direct children, summed."""
-    every = set(pids)
-    for pid in pids:
-        every.update(proc.children(pid))
-    total = 0
-    for pid in every:
-        try:
-            total += proc.rss_kib(pid)
-        except OSError:
-            continue
-    return total
+    return int(_tree_sum(pids, proc.rss_kib))
 
 
 def source_of(ref: str | None) -> Path:

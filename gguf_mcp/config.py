@@ -341,12 +341,7 @@ class Settings(BaseModel):
     @classmethod
     def _one_visible_line(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None:
-            bad = next((i for i, c in enumerate(value.get_secret_value()) if not c.isprintable() or c.isspace()), None)
-            if bad is not None:
-                raise ValueError(
-                    f"the value has whitespace or a control character at position {bad + 1} (a second line, a pasted "
-                    "CR/LF?); it must be one line of visible characters: copy it again"
-                )
+            _check_one_visible_line(value.get_secret_value())
         return value
 
     @field_validator("tools")
@@ -579,16 +574,25 @@ def _read_secret_file(path: str, dest: str) -> str:
     return value
 
 
+def _check_one_visible_line(secret: str) -> None:
+    """A key or token is one line of visible characters; say where it is not (never what it holds)."""
+    bad = next((i for i, c in enumerate(secret) if not c.isprintable() or c.isspace()), None)
+    if bad is not None:
+        raise ValueError(
+            f"the value has whitespace or a control character at position {bad + 1} (a second line, a pasted "
+            "CR/LF?); it must be one line of visible characters: copy it again"
+        )
+
+
 def _secret_from_env(environ: Mapping[str, str], name: str) -> SecretStr | None:
+    """A key named by a TOML table's `api_key_env`, checked as the settings' own secrets are."""
     value = environ.get(name, "")
     if not value:
         return None
-    bad = next((i for i, c in enumerate(value) if not c.isprintable() or c.isspace()), None)
-    if bad is not None:
-        raise ConfigError(
-            f"{name}: the value has whitespace or a control character at position {bad + 1}; it must be one line "
-            "of visible characters: copy it again."
-        )
+    try:
+        _check_one_visible_line(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}.") from None
     return SecretStr(value)
 
 

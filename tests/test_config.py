@@ -413,3 +413,9 @@ def test_a_short_token_is_refused_with_how_to_make_a_long_one() -> None:
     )
     assert message.startswith("GGUF_MCP_AUTH_TOKEN is 3 characters; use at least 32")
     assert "secrets.token_urlsafe(32)" in message
+
+
+def test_a_key_named_by_a_toml_table_is_checked_like_the_default_one(tmp_path: Path) -> None:
+    config = write(tmp_path, "[deployments.a]\ndeployment_id = 'd'\napi_key_env = 'TEAM_KEY'\n")
+    message = config_error({"GGUF_MCP_CONFIG": config, "TEAM_KEY": KEY + "\r\n"})
+    assert message.startswith("TEAM_KEY: the value has whitespace or a control character at position")
