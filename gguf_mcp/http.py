@@ -244,11 +244,12 @@ class _ClientGoneFilter(logging.Filter):
 class RequestGate:
     """The checks every HTTP request passes before any endpoint sees it (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, security: TransportSecuritySettings) -> None:
+    def __init__(self, app: ASGIApp, security: TransportSecuritySettings, verifier: TokenVerifier | None) -> None:
+        """`verifier` is the one the SDK checks too (`client_auth`), None when no token is set."""
         self._app = app
         self._rules = HostRules(security)
-        self._has_token = settings.auth_token is not None
-        self._verifier = StaticTokenVerifier(settings.auth_token) if settings.auth_token is not None else None
+        self._has_token = verifier is not None
+        self._verifier = verifier
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -537,7 +538,7 @@ def build_app(state: AppState) -> ASGIApp:
         Route("/readyz", readiness.endpoint, methods=["GET"]),
         Route(MCP_PATH, mcp_app),  # the SDK's app: auth, sessions, the MCP endpoint
     ]
-    return RequestGate(Starlette(routes=routes, lifespan=lifespan), settings, security)
+    return RequestGate(Starlette(routes=routes, lifespan=lifespan), security, token_verifier)
 
 
 def create_app() -> ASGIApp:
