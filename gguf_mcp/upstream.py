@@ -341,8 +341,10 @@ class UpstreamClient:
             raise invalid_response(
                 dep.name, "a body that is not JSON", content, response.headers.get("content-type"), self._secrets
             ) from None
-        # Redact decoded strings before anything reads them: escaped echoes (\/ or \u0073) too.
-        return self.redactor.data(data)
+        # Redact decoded strings before anything reads them: escaped echoes (\/ or \u0073) too. An
+        # answer whose bytes hold no secret and no escape is returned as parsed (embeddings: no walk
+        # over millions of floats).
+        return data if self.redactor.clean(content) else self.redactor.data(data)
 
 
 def upstream_client(settings: Settings) -> tuple[httpx2.AsyncClient, UpstreamClient]:
