@@ -95,7 +95,7 @@ def _serve(settings: Settings) -> None:
     import anyio
 
     from gguf_mcp.server import build_server
-    from gguf_mcp.tools import AppState
+    from gguf_mcp.state import AppState
     from gguf_mcp.upstream import upstream_client
 
     http, upstream = upstream_client(settings)  # a proxy it cannot use is a configuration error, now

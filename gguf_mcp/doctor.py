@@ -18,6 +18,7 @@ from typing import Any, Literal
 import anyio
 
 from gguf_mcp.config import Deployment, Settings
+from gguf_mcp.dialects import CHAT, MESSAGES, MODELS, Endpoint
 from gguf_mcp.errors import (
     AuthenticationFailed,
     CertificateRejected,
@@ -38,7 +39,7 @@ from gguf_mcp.errors import (
 )
 from gguf_mcp.health import Health, check_models
 from gguf_mcp.redaction import Redactor
-from gguf_mcp.upstream import CHAT, MESSAGES, MODELS, UpstreamClient, upstream_client
+from gguf_mcp.upstream import UpstreamClient, upstream_client
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -163,7 +164,7 @@ async def check_deployment(upstream: UpstreamClient, dep: Deployment, tools: tup
         except (DeploymentNotFound, NotSupported) as exc:
             # The model list answered, so the deployment exists: it is this route that is missing.
             hint = (
-                f" ({MODELS} answered, so this server may not offer {route}: update llama-server, or leave "
+                f" ({MODELS.route} answered, so this server may not offer {route.route}: update llama-server, or leave "
                 f"the {tool} tool out with GGUF_MCP_TOOLS.)"
             )
             completions.append(_fail(name, exc, label, hint if model.status == "ok" else ""))
@@ -171,7 +172,7 @@ async def check_deployment(upstream: UpstreamClient, dep: Deployment, tools: tup
             completions.append(_fail(name, exc, label))
         else:
             ms = (time.monotonic() - took) * 1000
-            completions.append(Check("ok", name, f"{label} answered (POST {route}, max_tokens 1, {ms:.0f} ms)"))
+            completions.append(Check("ok", name, f"{label} answered (POST {route.route}, max_tokens 1, {ms:.0f} ms)"))
     key = _fail(name, rejected) if rejected is not None else _key_check(dep, [model, *completions])
     return [reachable, key, model, *completions]
 
@@ -188,7 +189,9 @@ def _skip(subject: str, text: str) -> Check:
 def _reachable(dep: Deployment, health: Health) -> Check:
     status = health.error.status if isinstance(health.error, UpstreamError) else None
     answer = f"answered HTTP {status}" if status else "answered"
-    return Check("ok", dep.name, f"reachable at {dep.base_url} (GET {MODELS} {answer} in {health.elapsed_ms:.0f} ms)")
+    return Check(
+        "ok", dep.name, f"reachable at {dep.base_url} (GET {MODELS.route} {answer} in {health.elapsed_ms:.0f} ms)"
+    )
 
 
 def _key_check(dep: Deployment, answers: list[Check]) -> Check:
@@ -207,8 +210,8 @@ def _model_check(health: Health) -> Check:
         return Check(
             "FAIL",
             dep.name,
-            f"Deployment {dep.name!r}: GET {MODELS} lists no model. Check that the base URL points at a llama-server "
-            "or GGUF Cloud deployment with a model loaded.",
+            f"Deployment {dep.name!r}: GET {MODELS.route} lists no model. Check that the base URL points at a "
+            "llama-server or GGUF Cloud deployment with a model loaded.",
         )
     described = [(m.id, f" (context {m.context_size})" if m.context_size else "") for m in health.models]
     if len(described) == 1:
@@ -216,7 +219,7 @@ def _model_check(health: Health) -> Check:
     return Check("ok", dep.name, "models {} listed".format(", ".join(i + c for i, c in described)))
 
 
-def _expect(dep: Deployment, route: str, label: str, data: Any) -> None:
+def _expect(dep: Deployment, route: Endpoint, label: str, data: Any) -> None:
     """A 2xx answer must have its protocol's shape: `choices` (OpenAI) or `content` blocks (Anthropic)."""
     if route == CHAT:
         choices = data.get("choices") if isinstance(data, dict) else None

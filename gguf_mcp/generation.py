@@ -2,7 +2,7 @@
 
 A call streams from the deployment only when that buys something (the caller sent a progress
 token, or a deadline needs the partial text): a plain request is cheaper. Streamed or not, the
-answer comes back in the protocol's non-streamed shape, redacted as a whole (a key the model
+answer comes back in the dialect's non-streamed shape, redacted as a whole (a key the model
 echoed one token at a time is masked too). Cancelling the call closes the upstream request,
 which is what makes llama.cpp stop generating.
 """
@@ -19,8 +19,8 @@ import anyio
 from mcp.server.mcpserver import Context
 
 from gguf_mcp.config import Deployment
+from gguf_mcp.dialects import Dialect
 from gguf_mcp.errors import UpstreamError, no_output_by_deadline, stream_failed_with_partial
-from gguf_mcp.protocols import Protocol
 from gguf_mcp.redaction import StreamRedactor
 from gguf_mcp.upstream import UpstreamClient
 
@@ -62,7 +62,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class Answer:
-    """The deployment's answer in its protocol's non-streamed shape; `deadline` set when it cut it short."""
+    """The deployment's answer in its dialect's non-streamed shape; `deadline` set when it cut it short."""
 
     data: Any
     deadline: float | None = None
@@ -72,23 +72,23 @@ async def generate(
     ctx: Context[Any, Any],
     upstream: UpstreamClient,
     dep: Deployment,
-    protocol: Protocol,
+    dialect: Dialect,
     body: dict[str, Any],
     *,
     deadline: float | None,
     max_tokens: int | None,
 ) -> Answer:
-    """Send `body` to the protocol's route and return the answer; raises `GGUFMCPError`."""
+    """Send `body` to the dialect's endpoint and return the answer; raises `GGUFMCPError`."""
     meta = ctx.request_context.meta
     wants_progress = meta is not None and meta.get("progress_token") is not None
     if not wants_progress and deadline is None:
-        return Answer(await upstream.post(dep, protocol.route, body))
+        return Answer(await upstream.post(dep, dialect.endpoint, body))
 
-    stream = protocol.assembler()
+    stream = dialect.assembler()
     progress = Progress(ctx, max_tokens, upstream.redactor.stream()) if wants_progress else None
     with anyio.move_on_after(deadline if deadline is not None else math.inf) as scope:
         try:
-            async with aclosing(upstream.stream(dep, protocol.route, body)) as events:
+            async with aclosing(upstream.stream(dep, dialect.endpoint, body)) as events:
                 async for event in events:
                     new = stream.add(event)
                     if progress is not None:

@@ -1,9 +1,10 @@
 """Is a deployment up, and what does it serve: `GET /v1/models`, checked one way for everyone.
 
-`list_models` (with the server's retries), `/readyz` (quick, no retries) and `gguf-mcp doctor`
-(its first checks) all ask `check_models`, so they agree on what "ready" means and name a
-failure with the same label. Whatever goes wrong becomes a `GGUFMCPError` in the result: a
-health check answers, it does not raise.
+`list_models` and the resources (with the server's retries, through `query_models`), `/readyz`
+(quick, no retries) and `gguf-mcp doctor` (its first checks) all ask `check_models`, so they
+agree on what "ready" means and name a failure with the same label.
+Whatever goes wrong becomes a `GGUFMCPError` in the result: a health check answers, it does
+not raise.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio
+from pydantic import BaseModel
 
 from gguf_mcp.catalog import ModelInfo, parse_models
 from gguf_mcp.config import Deployment
+from gguf_mcp.dialects import MODELS
 from gguf_mcp.errors import GGUFMCPError, UpstreamError, UpstreamTimeout
-from gguf_mcp.upstream import MODELS, RetryPolicy, UpstreamClient
+from gguf_mcp.upstream import RetryPolicy, UpstreamClient
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +89,31 @@ async def check_all(
 
 def _ms(started: float) -> float:
     return (time.monotonic() - started) * 1000
+
+
+class DeploymentModels(BaseModel):
+    """One deployment as `list_models` and the resources show it: its models, or why there are none."""
+
+    deployment: str
+    description: str | None = None
+    default: bool = False
+    models: list[ModelInfo] = []
+    error: str | None = None
+
+
+class ModelsResult(BaseModel):
+    deployments: list[DeploymentModels]
+
+
+async def query_models(upstream: UpstreamClient, targets: Sequence[Deployment], default: str) -> list[DeploymentModels]:
+    """Every target's models, queried concurrently with the server's retries; a failure stays in its entry."""
+    return [
+        DeploymentModels(
+            deployment=health.deployment.name,
+            description=health.deployment.description or None,
+            default=health.deployment.name == default,
+            models=health.models,
+            error=str(health.error) if health.error else None,
+        )
+        for health in await check_all(upstream, targets)
+    ]

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from mcp.server.mcpserver.resources import FunctionResource, Resource
 
-from gguf_mcp.tools import AppState, ModelsResult, query_models
+from gguf_mcp.health import ModelsResult, query_models
+from gguf_mcp.state import AppState
 
 JSON = "application/json"
 
@@ -20,7 +21,8 @@ def build_resources(state: AppState) -> list[Resource]:
 
     def reader(names: list[str]) -> Callable[[], object]:
         async def read() -> str:
-            found = await query_models(state, [settings.deployments[n] for n in names])
+            targets = [settings.deployments[n] for n in names]
+            found = await query_models(state.upstream, targets, settings.default_deployment)
             return ModelsResult(deployments=found).model_dump_json(indent=2, exclude_none=True)
 
         return read

@@ -15,7 +15,8 @@ from mcp.server.mcpserver import MCPServer
 
 from gguf_mcp import __version__
 from gguf_mcp.resources import build_resources
-from gguf_mcp.tools import AppState, build_tools
+from gguf_mcp.state import AppState
+from gguf_mcp.tools import build_tools
 
 INSTRUCTIONS = (
     "Tools to use private LLM deployments (llama.cpp on GGUF Cloud): list_models shows what is "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal, ParamSpec
 
 from mcp.server.mcpserver import Context
@@ -19,41 +18,23 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
-from gguf_mcp.catalog import ModelInfo
-from gguf_mcp.config import Deployment, Settings
-from gguf_mcp.errors import GGUFMCPError, NotSupported, UnknownDeployment, cut, no_embeddings, unexpected_shape
-from gguf_mcp.generation import generate
-from gguf_mcp.health import check_all
-from gguf_mcp.protocols import (
+from gguf_mcp.config import Settings
+from gguf_mcp.dialects import (
     ANTHROPIC_MESSAGES,
+    EMBEDDINGS,
     OPENAI_CHAT,
     OPENAI_COMPLETION,
     ChatResult,
     CompletionResult,
+    Dialect,
     MessagesResult,
-    Protocol,
     usage,
 )
+from gguf_mcp.errors import GGUFMCPError, NotSupported, cut, no_embeddings, unexpected_shape
+from gguf_mcp.generation import generate
+from gguf_mcp.health import ModelsResult, query_models
 from gguf_mcp.schemas import compact, prune
-from gguf_mcp.upstream import EMBEDDINGS, UpstreamClient
-
-
-@dataclass(frozen=True)
-class AppState:
-    """What the lifespan hands every tool call."""
-
-    settings: Settings
-    upstream: UpstreamClient
-
-    def deployment(self, name: str | None) -> Deployment:
-        deployments = self.settings.deployments
-        if name is None:
-            return deployments[self.settings.default_deployment]
-        try:
-            return deployments[name]
-        except KeyError:
-            raise UnknownDeployment(name, deployments) from None
-
+from gguf_mcp.state import AppState
 
 Ctx = Context[AppState, Any]
 
@@ -148,18 +129,6 @@ Stop = Annotated[
 # Results
 
 
-class DeploymentModels(BaseModel):
-    deployment: str
-    description: str | None = None
-    default: bool = False
-    models: list[ModelInfo] = []
-    error: str | None = None
-
-
-class ModelsResult(BaseModel):
-    deployments: list[DeploymentModels]
-
-
 class Embedding(BaseModel):
     index: int
     embedding: list[float]
@@ -249,25 +218,11 @@ def reports_errors(fn: Callable[P, Awaitable[CallToolResult]]) -> Callable[P, Aw
 # Tools
 
 
-async def query_models(state: AppState, targets: list[Deployment]) -> list[DeploymentModels]:
-    """Every target's models, queried concurrently; one failure is reported in its entry only."""
-    return [
-        DeploymentModels(
-            deployment=health.deployment.name,
-            description=health.deployment.description or None,
-            default=health.deployment.name == state.settings.default_deployment,
-            models=health.models,
-            error=str(health.error) if health.error else None,
-        )
-        for health in await check_all(state.upstream, targets)
-    ]
-
-
 async def list_models(ctx: Ctx, deployment: DeploymentArg = None) -> Annotated[CallToolResult, ModelsResult]:
     """The deployments and their models (id, context size, metadata)."""
     state = ctx.request_context.lifespan_context
     targets = [state.deployment(deployment)] if deployment else list(state.settings.deployments.values())
-    found = await query_models(state, targets)
+    found = await query_models(state.upstream, targets, state.settings.default_deployment)
     lines = []
     for d in found:
         head = f"{d.deployment}{' (default)' if d.default else ''}"
@@ -401,7 +356,7 @@ async def embed(
 
 async def _generate(
     ctx: Ctx,
-    protocol: Protocol,
+    dialect: Dialect,
     deployment: str | None,
     body: dict[str, Any],
     optional: dict[str, Any],
@@ -414,9 +369,9 @@ async def _generate(
     # Unset arguments leave the deployment's defaults alone.
     body = {"model": "local", **body, **{k: v for k, v in optional.items() if v is not None}}
     answer = await generate(
-        ctx, state.upstream, dep, protocol, body, deadline=deadline or state.settings.deadline, max_tokens=max_tokens
+        ctx, state.upstream, dep, dialect, body, deadline=deadline or state.settings.deadline, max_tokens=max_tokens
     )
-    reading = protocol.read(answer.data, dep.name)
+    reading = dialect.read(answer.data, dep.name)
     text = reading.text
     if answer.deadline:
         text += (

@@ -6,8 +6,9 @@ imports. It brings what a well-behaved HTTP client owes its user from the enviro
 SSL_CERT_DIR and the system's CA store. Redirects are never followed: a deployment answering
 3xx would otherwise receive, elsewhere, the key and the prompt.
 
-Knows nothing about MCP. Every request goes to a configured deployment's root plus one of the
-fixed routes below, so no tool argument can steer a request anywhere else. What a deployment
+Knows nothing about MCP, nor any API's particulars: an `Endpoint` (`gguf_mcp.dialects`) says
+which route, auth header and stream markers. Every request goes to a configured deployment's root
+plus one of those fixed routes, so no tool argument can steer a request anywhere else. What a deployment
 sends back is read within size caps and redacted (decoded strings, so escaped echoes too)
 before anyone else sees it.
 """
@@ -30,6 +31,7 @@ import httpx2
 
 from gguf_mcp import __version__
 from gguf_mcp.config import Deployment, Settings
+from gguf_mcp.dialects import Endpoint
 from gguf_mcp.errors import (
     TransportFailure,
     UpstreamError,
@@ -47,12 +49,6 @@ from gguf_mcp.streams import EventTooLarge, sse_events
 
 log = logging.getLogger(__name__)
 
-MODELS = "/v1/models"
-CHAT = "/v1/chat/completions"
-COMPLETIONS = "/v1/completions"
-EMBEDDINGS = "/v1/embeddings"
-MESSAGES = "/v1/messages"
-ANTHROPIC_VERSION = "2023-06-01"
 # Far above any real answer (a context's worth of text, or ~700 embeddings of 4096 floats), far
 # below what would hurt the process: an endless or hostile body is cut off, not buffered.
 MAX_BODY = 32 * 1024 * 1024
@@ -165,32 +161,41 @@ class UpstreamClient:
         self._retry = retry or RetryPolicy(settings.max_retries)
         self._secrets = settings.secrets
         self.redactor = Redactor(settings.secrets)
-        # Built once: the hot path only looks these up.
-        self._headers: dict[tuple[str, bool], dict[str, str]] = {}
-        for dep in settings.deployments.values():
-            key = dep.api_key.get_secret_value() if dep.api_key else None
-            self._headers[(dep.name, False)] = {"authorization": f"Bearer {key}"} if key else {}
-            anthropic = {"anthropic-version": ANTHROPIC_VERSION}
-            self._headers[(dep.name, True)] = {"x-api-key": key, **anthropic} if key else anthropic
+        keys = {d.name: d.api_key.get_secret_value() for d in settings.deployments.values() if d.api_key}
+        self._keys = {
+            name: {"bearer": {"authorization": f"Bearer {k}"}, "x-api-key": {"x-api-key": k}}
+            for name, k in keys.items()
+        }
+        self._header_cache: dict[tuple[str, str], dict[str, str]] = {}  # built once per route: the hot path looks up
 
-    async def get(self, dep: Deployment, route: str, *, retry: RetryPolicy | None = None) -> Any:
-        return await self._json(dep, await self._send(dep, "GET", route, None, retry=retry))
+    def _headers(self, dep: Deployment, endpoint: Endpoint) -> dict[str, str]:
+        """The deployment's key in the endpoint's auth header, plus the endpoint's own headers."""
+        cached = self._header_cache.get((dep.name, endpoint.route))
+        if cached is None:
+            cached = {**self._keys.get(dep.name, {}).get(endpoint.auth, {}), **endpoint.headers}
+            self._header_cache[(dep.name, endpoint.route)] = cached
+        return cached
 
-    async def post(self, dep: Deployment, route: str, body: dict[str, Any], *, retry: RetryPolicy | None = None) -> Any:
-        return await self._json(dep, await self._send(dep, "POST", route, body, retry=retry))
+    async def get(self, dep: Deployment, endpoint: Endpoint, *, retry: RetryPolicy | None = None) -> Any:
+        return await self._json(dep, await self._send(dep, "GET", endpoint, None, retry=retry))
 
-    async def stream(self, dep: Deployment, route: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        """POST with `stream: true` and yield each event's JSON until the protocol's final event.
+    async def post(
+        self, dep: Deployment, endpoint: Endpoint, body: dict[str, Any], *, retry: RetryPolicy | None = None
+    ) -> Any:
+        return await self._json(dep, await self._send(dep, "POST", endpoint, body, retry=retry))
+
+    async def stream(
+        self, dep: Deployment, endpoint: Endpoint, body: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """POST with `stream: true` and yield each event's JSON until the endpoint's final event.
 
         Retries happen only before the answer starts (never once tokens are flowing). A stream
         that breaks, stalls past the read time-out or ends without `[DONE]`/`message_stop`
         raises; closing the generator (caller cancelled, deadline) closes the upstream
         connection, which is what makes llama-server stop generating.
         """
-        body = {**body, "stream": True}
-        if route in (CHAT, COMPLETIONS):
-            body["stream_options"] = {"include_usage": True}
-        response = await self._send(dep, "POST", route, body)
+        body = {**body, **endpoint.stream_fields, "stream": True}
+        response = await self._send(dep, "POST", endpoint, body)
         final = False
         try:
             content_type = response.headers.get("content-type", "")
@@ -202,12 +207,12 @@ class UpstreamClient:
             async for kind, data_text in sse_events(self._capped(dep, response), MAX_EVENT):
                 if final:
                     continue  # read to the end: a fully read response returns its connection to the pool
-                if data_text == "[DONE]":
+                if endpoint.ends_with(data_text, None):
                     final = True
                     continue
                 data = self._event(dep, kind, data_text, content_type)
                 yield data if self.redactor.clean(data_text) else self.redactor.data(data)
-                final = data.get("type") == "message_stop"
+                final = endpoint.ends_with(data_text, data)
         except EventTooLarge:
             raise too_large(dep.name, MAX_EVENT, "one streamed event") from None
         except httpx2.TransportError as exc:
@@ -240,14 +245,15 @@ class UpstreamClient:
         self,
         dep: Deployment,
         method: str,
-        route: str,
+        endpoint: Endpoint,
         body: dict[str, Any] | None,
         *,
         retry: RetryPolicy | None = None,
     ) -> httpx2.Response:
         """Send until a 2xx or the retry policy gives up; the body of the 2xx is left unread."""
+        route = endpoint.route
         url = dep.base_url + route
-        headers = self._headers[(dep.name, route == MESSAGES)]
+        headers = self._headers(dep, endpoint)
         content = json.dumps(body).encode() if body is not None else None
         if content is not None:
             headers = {**headers, "content-type": "application/json"}

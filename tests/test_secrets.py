@@ -23,8 +23,8 @@ import anyio
 import pytest
 
 from gguf_mcp.config import load_settings
+from gguf_mcp.dialects import CHAT, MESSAGES, MODELS, Endpoint
 from gguf_mcp.errors import GGUFMCPError
-from gguf_mcp.upstream import CHAT, MESSAGES, MODELS
 from tests.support.bridge import ROOT, Bridge, Transport, base_env, free_port
 from tests.support.gateway import ACCOUNT_KEY, Exchange, Fault, Gateway
 from tests.support.proc import cmdline, gguf_mcp_child
@@ -247,7 +247,7 @@ def chain(exc: BaseException) -> Iterator[BaseException]:
     ids=["401-echo", "403-echo", "502-echo", "stall", "cut-stream", "error-event-echo", "refused"],
 )  # fmt: skip
 async def test_no_exception_text_repr_or_chain_holds_the_key(
-    canned: Gateway, route: str, fault: Fault | None, streamed: bool
+    canned: Gateway, route: Endpoint, fault: Fault | None, streamed: bool
 ) -> None:
     base = canned.base_url_for("dep") if fault is not None else f"http://127.0.0.1:{free_port()}"
     settings = load_settings(

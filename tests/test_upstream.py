@@ -18,6 +18,7 @@ import httpx2
 import pytest
 
 from gguf_mcp.config import Settings, load_settings
+from gguf_mcp.dialects import CHAT, MESSAGES, MODELS
 from gguf_mcp.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -30,7 +31,7 @@ from gguf_mcp.errors import (
     ResponseTooLarge,
     StreamInterrupted,
 )
-from gguf_mcp.upstream import CHAT, MAX_BODY, MAX_EVENT, MESSAGES, MODELS, RetryPolicy, UpstreamClient
+from gguf_mcp.upstream import MAX_BODY, MAX_EVENT, RetryPolicy, UpstreamClient
 
 pytestmark = pytest.mark.anyio
 
@@ -94,7 +95,7 @@ async def test_openai_routes_get_a_bearer_and_anthropic_gets_x_api_key() -> None
     assert openai.headers["authorization"] == f"Bearer {KEY}" and "x-api-key" not in openai.headers
     assert anthropic.headers["x-api-key"] == KEY and "authorization" not in anthropic.headers
     assert anthropic.headers["anthropic-version"] == "2023-06-01"
-    assert str(openai.url) == BASE + CHAT
+    assert str(openai.url) == BASE + CHAT.route
 
 
 # --- Retries --------------------------------------------------------------------------------------

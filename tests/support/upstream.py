@@ -10,7 +10,7 @@ from mcp.server.mcpserver import MCPServer
 
 from gguf_mcp.config import Settings
 from gguf_mcp.server import build_server
-from gguf_mcp.tools import AppState
+from gguf_mcp.state import AppState
 from gguf_mcp.upstream import UpstreamClient, upstream_client
 
 

@@ -1,25 +1,61 @@
-"""The three generation protocols, each described once: its route, how its stream is assembled,
-and how its answer becomes a typed result and a readable text.
+"""The upstream APIs, each described once: every route a deployment serves, how it is spoken to
+(auth header, extra headers, stream options, the event that ends its stream), and for the three
+generation dialects how a stream assembles and how an answer reads.
 
-`chat`, `messages` and `complete` differ only in these descriptions; the tools hand one to
-`gguf_mcp.generation`, which sends, streams or not, and returns the answer in the shape the
-protocol's non-streamed response has. Knows the upstream protocols, not MCP.
+Adding a dialect touches this room only: `gguf_mcp.upstream` sends whatever an `Endpoint` says,
+and `gguf_mcp.generation` streams whatever a `Dialect` assembles. `chat`, `messages` and
+`complete` differ only in the dialect they hand over. Knows the upstream APIs, not MCP.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from gguf_mcp.errors import unexpected_shape
 from gguf_mcp.streams import Assembler, ChatStream, CompletionStream, MessagesStream
-from gguf_mcp.upstream import CHAT, COMPLETIONS, MESSAGES
 
 JSONObject = dict[str, Any]
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route of a deployment and how it is spoken to."""
+
+    route: str
+    auth: Literal["bearer", "x-api-key"] = "bearer"
+    """How the key travels: `Authorization: Bearer` (OpenAI routes) or `x-api-key` (Anthropic)."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Sent with every request to the route (e.g. `anthropic-version`)."""
+    stream_fields: Mapping[str, Any] = field(default_factory=dict)
+    """Added to a streamed request's body (OpenAI's `stream_options`, asking for the usage at the end)."""
+    done_data: str | None = None
+    """An event whose data is exactly this (not JSON) ends the stream (OpenAI's `[DONE]`)."""
+    final_type: str | None = None
+    """An event whose JSON `type` is this is the stream's last (Anthropic's `message_stop`)."""
+
+    def ends_with(self, data_text: str, data: JSONObject | None) -> bool:
+        """Whether this event (its raw data, and its JSON once parsed) is the stream's final one."""
+        if data is None:
+            return self.done_data is not None and data_text == self.done_data
+        return self.final_type is not None and data.get("type") == self.final_type
+
+
+_USAGE_AT_END = {"stream_options": {"include_usage": True}}
+
+MODELS = Endpoint("/v1/models")
+EMBEDDINGS = Endpoint("/v1/embeddings")
+CHAT = Endpoint("/v1/chat/completions", stream_fields=_USAGE_AT_END, done_data="[DONE]")
+COMPLETIONS = Endpoint("/v1/completions", stream_fields=_USAGE_AT_END, done_data="[DONE]")
+MESSAGES = Endpoint(
+    "/v1/messages", auth="x-api-key", headers={"anthropic-version": ANTHROPIC_VERSION}, final_type="message_stop"
+)
 
 
 class ChatUsage(BaseModel):
@@ -71,10 +107,10 @@ class Reading:
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """One generation API: where it is, how its stream assembles, how its answer reads."""
+class Dialect:
+    """One generation API: its endpoint, how its stream assembles, how its answer reads."""
 
-    route: str
+    endpoint: Endpoint
     assembler: Callable[[], Assembler]
     read_answer: Callable[[Any, str], Reading]
     what: str
@@ -143,6 +179,6 @@ def _read_completion(data: Any, deployment: str) -> Reading:
     return Reading(result, result.text, result.finish_reason == "length")
 
 
-OPENAI_CHAT = Protocol(CHAT, ChatStream, _read_chat, "a chat completion with choices")
-ANTHROPIC_MESSAGES = Protocol(MESSAGES, MessagesStream, _read_messages, "a message with content blocks")
-OPENAI_COMPLETION = Protocol(COMPLETIONS, CompletionStream, _read_completion, "a text completion with choices")
+OPENAI_CHAT = Dialect(CHAT, ChatStream, _read_chat, "a chat completion with choices")
+ANTHROPIC_MESSAGES = Dialect(MESSAGES, MessagesStream, _read_messages, "a message with content blocks")
+OPENAI_COMPLETION = Dialect(COMPLETIONS, CompletionStream, _read_completion, "a text completion with choices")

@@ -1,0 +1,163 @@
+"""The HTTP app and how it runs: `build_app`, `serve_http` (the CLI) and `create_app` (uvicorn's factory)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx2
+import uvicorn
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
+from sse_starlette.sse import AppStatus
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.config import STARTUP_FAILURE
+
+from gguf_mcp.config import Settings, load_settings
+from gguf_mcp.errors import ConfigError, report_config_error
+from gguf_mcp.http.auth import client_auth
+from gguf_mcp.http.connections import GuardedH11Protocol, guarded_protocol, quiet_descriptor_exhaustion
+from gguf_mcp.http.gate import MCP_PATH, ClientGoneFilter, RequestGate
+from gguf_mcp.http.hosts import transport_security
+from gguf_mcp.http.readiness import Readiness, healthz
+from gguf_mcp.logs import configure_logging
+from gguf_mcp.server import build_server
+from gguf_mcp.state import AppState
+from gguf_mcp.upstream import upstream_client
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BODY = DEFAULT_MAX_REQUEST_BODY_SIZE
+"""4 MiB: a long conversation is far smaller; a bigger body is answered 413 before it is parsed."""
+SHUTDOWN_GRACE_S = 25
+"""On SIGTERM, calls in flight get this long to finish (below Kubernetes' default 30 s grace)."""
+
+
+def build_app(state: AppState) -> ASGIApp:
+    """The whole HTTP app over `state` (build one per process)."""
+    settings = state.settings
+    # sse-starlette ends every open event stream the moment uvicorn is asked to exit, which would
+    # cut calls in flight. Ours end with their call (GET streams are refused), so let them finish;
+    # uvicorn's graceful-shutdown bound still ends whatever outlives it.
+    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+    sdk_transport_log = logging.getLogger("mcp.server.streamable_http")
+    if not any(isinstance(f, ClientGoneFilter) for f in sdk_transport_log.filters):
+        sdk_transport_log.addFilter(ClientGoneFilter())
+    token_verifier, auth = client_auth(settings)
+    server = build_server(state, token_verifier=token_verifier, auth=auth)
+    security = transport_security(settings)
+    mcp_app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        stateless_http=settings.stateless,
+        max_request_body_size=MAX_REQUEST_BODY,
+        max_sessions=settings.max_sessions,
+        session_idle_timeout=settings.session_idle_timeout,
+        transport_security=security,
+        host=settings.host,
+    )
+    readiness = Readiness(state)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        asyncio.get_running_loop().set_exception_handler(quiet_descriptor_exhaustion)
+        async with server.session_manager.run():
+            yield
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readiness.endpoint, methods=["GET"]),
+        Route(MCP_PATH, mcp_app),  # the SDK's app: auth, sessions, the MCP endpoint
+    ]
+    return RequestGate(Starlette(routes=routes, lifespan=lifespan), security, token_verifier)
+
+
+def create_app() -> ASGIApp:
+    """App factory for ASGI servers: `uvicorn --factory gguf_mcp.http:create_app --workers 4`.
+
+    Settings come from the environment, exactly as for `gguf-mcp` (the transport is http).
+    uvicorn's own flags set the bind address, port and shutdown bound; see README.
+    """
+    try:
+        settings = load_settings({"transport": "http"}, os.environ)
+        http, upstream = upstream_client(settings)
+    except ConfigError as exc:
+        print(report_config_error(exc), file=sys.stderr)
+        # uvicorn's "failed to start" code: its supervisor then stops instead of restarting workers.
+        raise SystemExit(STARTUP_FAILURE) from None
+    configure_logging(settings)
+    # uvicorn's CLI builds the protocol from `--http gguf_mcp.http:GuardedH11Protocol`, by name.
+    GuardedH11Protocol.max_connections = settings.max_connections
+    GuardedH11Protocol.header_timeout = settings.header_timeout
+    return _closing(build_app(AppState(settings, upstream)), http)
+
+
+def _closing(app: ASGIApp, http: httpx2.AsyncClient) -> ASGIApp:
+    """`app`, closing the upstream connections when the ASGI server shuts it down."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        async with http:
+            await app(scope, receive, send)
+
+    return wrapped
+
+
+def _announce(message: str, *args: object) -> None:
+    """An INFO record that also shows at the default level (warning): a start and a stop are worth one line.
+
+    `Logger.handle` skips the level check but not the handlers' redaction and format; at `error`
+    the operator asked for quiet.
+    """
+    if logging.getLogger().getEffectiveLevel() <= logging.WARNING:
+        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, message, args, None))
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """uvicorn's server, saying where it listens once it does (not before: binding can still fail)."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self._settings = settings
+        self.url = ""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}{MCP_PATH}"
+            _announce(
+                "listening on %s (client token required: %s; deployments: %s)",
+                self.url,
+                "yes" if self._settings.auth_token is not None else "no",
+                ", ".join(self._settings.deployments),
+            )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        # Here, not after serve(): uvicorn re-raises the SIGTERM it caught once serve() is done.
+        _announce("stopped listening on %s", self.url)
+
+
+async def serve_http(state: AppState) -> None:
+    """`gguf-mcp --transport http`: one process; SIGTERM lets calls finish for up to SHUTDOWN_GRACE_S."""
+    settings = state.settings
+    config = uvicorn.Config(
+        build_app(state),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep ours (redacting, text or JSON); uvicorn's would bypass it
+        log_level=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        http=guarded_protocol(settings),
+    )
+    await _AnnouncingServer(config, settings).serve()

@@ -1,0 +1,131 @@
+"""Host and Origin: which values this server answers to, parsed and compared exactly.
+
+The allowed lists are loopback, the bind address and the configured extras
+(`GGUF_MCP_ALLOWED_HOSTS`, `GGUF_MCP_ALLOWED_ORIGINS`). Values are parsed (name or bracketed
+IPv6 address, port) and compared lowercased, never as prefixes: `127.0.0.1:80@evil.example` is
+not `127.0.0.1`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import Scope
+
+from gguf_mcp.config import Settings
+
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_WILDCARD_BINDS = ("0.0.0.0", "::")  # noqa: S104 - names to recognise, not to bind
+
+
+def _has_port(host: str) -> bool:
+    return host.rsplit("]", 1)[-1].count(":") == 1
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """The Host and Origin values to accept: loopback, the bind address, and the configured extras.
+
+    An extra host without a port matches any port (`mcp.example.com` also allows
+    `mcp.example.com:8443`); origins match exactly, as browsers send them.
+    """
+    names = list(_LOOPBACK_NAMES)
+    bind = settings.host if settings.host != "::1" else "[::1]"
+    if bind not in names and bind not in _WILDCARD_BINDS:
+        names.append(f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind)
+    hosts = [pattern for name in names for pattern in (name, f"{name}:*")]
+    origins = [pattern for name in names for pattern in (f"http://{name}", f"http://{name}:*")]
+    for host in settings.allowed_hosts:
+        host = host.lower()
+        hosts += [host] if _has_port(host) else [host, f"{host}:*"]
+    origins += [origin.rstrip("/").lower() for origin in settings.allowed_origins]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=list(dict.fromkeys(hosts)),
+        allowed_origins=list(dict.fromkeys(origins)),
+    )
+
+
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9.-]+))(?::(?P<port>[0-9]{1,5}|\*))?")
+_ORIGIN = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>.+)")
+_ANY_PORT = "*"
+
+HostKey = tuple[str, str | None]
+"""A host name (lowercase; IPv6 in brackets) and its port as written: digits, `*` (patterns only) or None."""
+
+
+def _host_key(value: str) -> HostKey | None:
+    """`value` parsed as a Host header (or a pattern with port `*`), or None when it is not one."""
+    match = _HOST.fullmatch(value.lower())
+    if match is None or (match["v6"] is not None and _ip_address(match["v6"]) is None):
+        return None
+    port = match["port"]
+    if port is not None and port != _ANY_PORT and not 0 < int(port) <= 65535:
+        return None
+    return (f"[{match['v6']}]" if match["v6"] is not None else match["name"]), port
+
+
+def _origin_key(value: str) -> tuple[str, HostKey] | None:
+    """`value` parsed as an Origin (`scheme://host[:port]`, nothing else), or None when it is not one."""
+    match = _ORIGIN.fullmatch(value.lower())
+    host = _host_key(match["host"]) if match is not None else None
+    return None if match is None or host is None else (match["scheme"], host)
+
+
+def _host_allowed(key: HostKey, patterns: set[HostKey]) -> bool:
+    """The SDK's rule, on parsed values: the exact host and port, or `name:*` for any port of `name`."""
+    name, port = key
+    return port != _ANY_PORT and (key in patterns or (port is not None and (name, _ANY_PORT) in patterns))
+
+
+class HostRules:
+    """The Host and Origin lists, parsed once; values are compared parsed and lowercased, never as prefixes."""
+
+    def __init__(self, security: TransportSecuritySettings) -> None:
+        self._hosts = {key for key in map(_host_key, security.allowed_hosts) if key is not None}
+        origins = [_origin_key(origin) for origin in security.allowed_origins]
+        self._origins = {key for key in origins if key is not None}
+
+    def host(self, value: str) -> bool:
+        key = _host_key(value)
+        return key is not None and _host_allowed(key, self._hosts)
+
+    def origin(self, value: str) -> bool:
+        key = _origin_key(value)
+        if key is None:
+            return False
+        scheme, host = key
+        return _host_allowed(host, {h for s, h in self._origins if s == scheme})
+
+
+def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def is_ip_literal(host_header: str) -> bool:
+    key = _host_key(host_header)
+    return key is not None and key[1] != _ANY_PORT and _ip_address(key[0].strip("[]")) is not None
+
+
+def arrived_on_loopback(scope: Scope) -> bool:
+    """Whether the connection reached a loopback address (or a Unix socket) of this machine."""
+    server = scope.get("server")
+    if not server or server[1] is None:
+        return True
+    address = _ip_address(server[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address is not None and address.is_loopback
+
+
+def lowercase_host_and_origin(scope: Scope) -> Scope:
+    """The scope with Host and Origin lowercased, as they were matched: the SDK compares them again, by case."""
+    names = (b"host", b"origin")
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    if all(value == value.lower() for name, value in headers if name in names):
+        return scope
+    return {**scope, "headers": [(n, v.lower() if n in names else v) for n, v in headers]}
