@@ -1,0 +1,70 @@
+"""Rules over the whole configuration, once the deployments and clients are built: who may reach
+the server, and that no credential does two jobs."""
+
+from __future__ import annotations
+
+import hmac
+
+from gguf_mcp.clients import DEFAULT_CLIENT, hash_token
+from gguf_mcp.config.settings import MIN_TOKEN_LENGTH, OPTION_BY_DEST, Settings
+from gguf_mcp.config.urls import LOOPBACK_HOSTS, is_loopback_host
+from gguf_mcp.errors import ConfigError
+
+_CREDENTIALS = (
+    "set GGUF_MCP_AUTH_TOKEN (or --auth-token-file) to a long random token, name clients with tokens in "
+    "GGUF_MCP_CONFIG, or set GGUF_MCP_OAUTH_ISSUER"
+)
+
+
+def check_exposure(s: Settings) -> None:
+    """HTTP beyond this machine spends the account's key for whoever reaches it: demand a credential."""
+    if s.transport != "http":
+        return
+    if s.auth_token is not None and len(s.auth_token.get_secret_value()) < MIN_TOKEN_LENGTH:
+        raise ConfigError(
+            f"GGUF_MCP_AUTH_TOKEN is {len(s.auth_token.get_secret_value())} characters; use at least "
+            f"{MIN_TOKEN_LENGTH} random ones, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
+        )
+    if s.auth_required:
+        return
+    if s.host not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"{OPTION_BY_DEST['host'].setting} = {s.host!r} exposes the server beyond this machine, and anyone "
+            f"who reaches it spends your API key: {_CREDENTIALS}; or bind 127.0.0.1."
+        )
+    public = [h for h in s.allowed_hosts if not is_loopback_host(h)]
+    if public:
+        raise ConfigError(
+            f"{OPTION_BY_DEST['allowed_hosts'].setting} names {public[0]!r}: a reverse proxy makes the server "
+            f"reachable beyond this machine, and anyone who reaches it spends your API key: {_CREDENTIALS}."
+        )
+
+
+def check_credentials_apart(s: Settings) -> None:
+    """No deployment key is a client credential: it would be sent upstream with every request."""
+    credentials = _client_credentials(s)
+    for deployment in s.deployments.values():
+        if deployment.api_key is None:
+            continue
+        digest = hash_token(deployment.api_key.get_secret_value())
+        owner = next((what for what, other in credentials if hmac.compare_digest(digest, other)), None)
+        if owner is not None:
+            raise ConfigError(
+                f"{deployment.key_env}, the key of deployment {deployment.name!r}, is also {owner}: the deployment "
+                "would receive a client credential. Give the deployment a key of its own, and the client a new token."
+            )
+
+
+def _client_credentials(s: Settings) -> list[tuple[str, str]]:
+    """Each client credential's SHA-256 in hex, with how an error names it (never its value)."""
+    found = [
+        (f"the token of [clients.{c.name}]", c.token_sha256)
+        for c in s.clients.values()
+        if c.token_sha256 is not None and c.name != DEFAULT_CLIENT  # the default's is GGUF_MCP_AUTH_TOKEN's
+    ]
+    if s.auth_token is not None:
+        found.append(("GGUF_MCP_AUTH_TOKEN, the clients' token", hash_token(s.auth_token.get_secret_value())))
+    if s.introspection_client_secret is not None:
+        secret = s.introspection_client_secret.get_secret_value()
+        found.append((f"the secret in {OPTION_BY_DEST['oauth_client_file'].env}", hash_token(secret)))
+    return found

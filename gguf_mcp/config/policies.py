@@ -1,0 +1,120 @@
+"""The clients: `[clients.<name>]` tables, GGUF_MCP_AUTH_TOKEN as the client `default`, and
+`[client_defaults]` for OAuth clients no table names.
+
+Every name a policy lists must be configured (a deployment, a tool this server exposes, a scope),
+and every credential must recognise one client only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from gguf_mcp.clients import DEFAULT_CLIENT, METRICS_SCOPE, SCOPES, USE_SCOPES, Client, ClientPolicy, hash_token
+from gguf_mcp.config.files import TABLE_NAME, ClientTable, ConfigFile, PolicyTable
+from gguf_mcp.config.settings import OPTION_BY_DEST, Settings
+from gguf_mcp.errors import ConfigError
+
+_IDENTITIES = ("token_sha256", "oauth_client_id", "oauth_subject")
+
+
+def build_clients(s: Settings, file: ConfigFile | None) -> tuple[dict[str, Client], ClientPolicy]:
+    """Every client by name (`default` first, always there), and the policy of unnamed OAuth clients."""
+    tables = file.clients if file is not None else {}
+    clients = {DEFAULT_CLIENT: _default_client(s, tables.get(DEFAULT_CLIENT))}
+    for name, table in tables.items():
+        if name != DEFAULT_CLIENT:
+            clients[name] = _named_client(s, name, table)
+    for identity in _IDENTITIES:
+        _one_client_each(clients.values(), identity)
+    defaults = file.client_defaults if file is not None else PolicyTable()
+    return clients, _policy(s, defaults, "[client_defaults]", USE_SCOPES)
+
+
+def _where(place: str) -> str:
+    return f"{OPTION_BY_DEST['config'].setting}: {place}"
+
+
+def _default_client(s: Settings, table: ClientTable | None) -> Client:
+    """GGUF_MCP_AUTH_TOKEN's client, with every scope; its table, if any, may only narrow or limit it."""
+    place = f"[clients.{DEFAULT_CLIENT}]"
+    if table is not None and any(getattr(table, key) is not None for key in _IDENTITIES):
+        raise ConfigError(
+            f"{_where(place)} is the client of {OPTION_BY_DEST['auth_token'].env}: it takes limits, scopes, "
+            "deployments and tools, not token_sha256, oauth_client_id or oauth_subject; give another client "
+            "another name."
+        )
+    token = s.auth_token.get_secret_value() if s.auth_token is not None else None
+    policy = _policy(s, table or PolicyTable(), place, frozenset(SCOPES))
+    return Client(name=DEFAULT_CLIENT, token_sha256=hash_token(token) if token else None, policy=policy)
+
+
+def _named_client(s: Settings, name: str, table: ClientTable) -> Client:
+    place = f"[clients.{name}]"
+    if not TABLE_NAME.match(name):
+        raise ConfigError(f"{_where(place)}: the name must be letters, digits, '-', '_' or '.' (at most 64).")
+    given = [key for key in _IDENTITIES if getattr(table, key) is not None]
+    if len(given) != 1:
+        raise ConfigError(
+            f"{_where(place)}: set exactly one of token_sha256 (a token of its own: `gguf-mcp token new {name}`), "
+            "oauth_client_id or oauth_subject (an OAuth client's limits)."
+        )
+    if given[0] != "token_sha256" and s.oauth_issuer is None:
+        raise ConfigError(
+            f"{_where(place)}: {given[0]} names an OAuth client, and {OPTION_BY_DEST['oauth_issuer'].setting} is "
+            "not set; set it (and GGUF_MCP_PUBLIC_URL), or give the client a token_sha256."
+        )
+    return Client(
+        name=name,
+        token_sha256=table.token_sha256,
+        oauth_client_id=table.oauth_client_id,
+        oauth_subject=table.oauth_subject,
+        policy=_policy(s, table, place, USE_SCOPES),
+    )
+
+
+def _policy(s: Settings, table: PolicyTable, place: str, scopes: frozenset[str]) -> ClientPolicy:
+    served = f"a tool this server serves ({OPTION_BY_DEST['tools'].env})"
+    listed = _subset(table.scopes, SCOPES, f"{place} scopes", "a scope")
+    scopes = listed if listed is not None else scopes
+    return ClientPolicy(
+        deployments=_subset(table.deployments, tuple(s.deployments), f"{place} deployments", "a deployment"),
+        tools=_subset(table.tools, s.tools, f"{place} tools", served),
+        scopes=scopes | {METRICS_SCOPE} if table.metrics else scopes,
+        max_concurrent=table.max_concurrent,
+        max_tokens=table.max_tokens,
+        over_max_tokens=table.over_max_tokens,
+        tokens_per_hour=table.tokens_per_hour,
+        tokens_per_day=table.tokens_per_day,
+    )
+
+
+def _subset(names: list[str] | None, known: tuple[str, ...], where: str, what: str) -> frozenset[str] | None:
+    if names is None:
+        return None
+    unknown = next((n for n in names if n not in known), None)
+    if unknown is not None:
+        raise ConfigError(f"{_where(where)}: {unknown!r} is not {what}; choose from {', '.join(known)}.")
+    return frozenset(names)
+
+
+def _one_client_each(clients: Iterable[Client], identity: str) -> None:
+    """Two clients with one credential would make either's limits and revocation meaningless."""
+    seen: dict[str, str] = {}
+    for client in clients:
+        value = getattr(client, identity)
+        if value is None:
+            continue
+        if value in seen:
+            place = _where(f"[clients.{client.name}]")
+            raise ConfigError(f"{place} {identity} is also {_owner(seen[value])}'s; {_fix(identity, client.name)}")
+        seen[value] = client.name
+
+
+def _owner(name: str) -> str:
+    return OPTION_BY_DEST["auth_token"].env if name == DEFAULT_CLIENT else f"[clients.{name}]"
+
+
+def _fix(identity: str, name: str) -> str:
+    if identity == "token_sha256":
+        return f"give each client a token of its own (`gguf-mcp token new {name}`)."
+    return "one table per OAuth client: merge the two."
