@@ -51,7 +51,7 @@ def check_credentials_apart(s: Settings) -> None:
         if owner is not None:
             raise ConfigError(
                 f"{deployment.key_env}, the key of deployment {deployment.name!r}, is also {owner}: the deployment "
-                "would receive a client credential. Give the deployment a key of its own, and the client a new token."
+                "would receive a client credential. Give the deployment a key of its own."
             )
 
 

@@ -41,7 +41,7 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str]) -
         try:
             chosen = Settings.model_validate(raw)
         except ValidationError as exc:
-            raise _config_error(exc) from None
+            raise _config_error(exc, raw) from None
         file = read_config_file(chosen.config) if chosen.config is not None else None
         deployments, default = build_deployments(chosen, file, environ)
         hosts = (*chosen.allowed_hosts, *_public_hosts(chosen))
@@ -100,8 +100,8 @@ def _raw_values(flags: Mapping[str, str | None], environ: Mapping[str, str], mas
     return raw
 
 
-def _config_error(exc: ValidationError) -> ConfigError:
-    """The first problem pydantic found, as one line naming the setting (its value unless secret)."""
+def _config_error(exc: ValidationError, raw: Mapping[str, Any]) -> ConfigError:
+    """The first problem pydantic found, as one line naming the setting (its value as given, unless secret)."""
     error = exc.errors()[0]
     dest = str(error["loc"][0]) if error["loc"] else ""
     option = OPTION_BY_DEST.get(dest)
@@ -110,5 +110,5 @@ def _config_error(exc: ValidationError) -> ConfigError:
         return ConfigError(f"{message}.")
     hint = expected(Settings.model_fields[dest])
     if hint is not None and not option.secret:
-        return ConfigError(f"{option.setting}: {str(error['input'])!r} is not {hint}.")
+        return ConfigError(f"{option.setting}: {raw[dest]!r} is not {hint}.")
     return ConfigError(f"{option.setting}: {message}.")

@@ -387,7 +387,10 @@ def _apart(s: Settings) -> str | None:
             "tokens and this server's public URL, which they must name)"
         )
     if s.oauth_introspection_url is not None and s.oauth_issuer is None:
-        return f"{o['oauth_introspection_url'].setting} needs {o['oauth_issuer'].setting} (and its other settings)"
+        return (
+            f"{o['oauth_introspection_url'].setting} needs {o['oauth_issuer'].env} and {o['public_url'].env} too: "
+            "it checks the tokens that issuer grants for this server"
+        )
     if (s.oauth_introspection_url is None) != (s.oauth_client_file is None):
         return (
             f"{o['oauth_introspection_url'].setting} and {o['oauth_client_file'].setting} go together: the "
