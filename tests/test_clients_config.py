@@ -237,9 +237,9 @@ def test_a_deployment_key_naming_the_clients_token_variable_is_refused(tmp_path:
 @pytest.mark.parametrize(
     ("env_or_table", "owner"),
     [
-        ({"TEAM_KEY": TOKEN, "GGUF_MCP_AUTH_TOKEN": TOKEN}, "GGUF_MCP_AUTH_TOKEN, the clients' token"),
-        ({"TEAM_KEY": NAMED}, "the token of [clients.alice]"),
-        ({"TEAM_KEY": OAUTH_SECRET, "oauth": "yes"}, "the secret in GGUF_MCP_OAUTH_CLIENT_FILE"),
+        ({"TEAM_KEY": TOKEN, "GGUF_MCP_AUTH_TOKEN": TOKEN}, "GGUF_MCP_AUTH_TOKEN"),
+        ({"TEAM_KEY": NAMED}, "[clients.alice] token_sha256"),
+        ({"TEAM_KEY": OAUTH_SECRET, "oauth": "yes"}, "GGUF_MCP_OAUTH_CLIENT_FILE"),
     ],
     ids=["static token", "named client", "introspection secret"],
 )
@@ -257,7 +257,7 @@ def test_a_deployment_key_equal_to_a_client_credential_is_refused(
             "GGUF_MCP_OAUTH_CLIENT_FILE": str(tmp_path / "client"),
         }
     message = refusal(env)
-    assert message.startswith(f"TEAM_KEY, the key of deployment 'a', is also {owner}: "), message
+    assert message.startswith(f"TEAM_KEY, the key of deployment 'a', is also a client credential ({owner}): "), message
     assert "Give the deployment a key of its own" in message
 
 
@@ -268,9 +268,9 @@ def test_the_default_key_equal_to_the_clients_token_is_refused(tmp_path: Path, s
     env = {"GGUF_DEPLOYMENT_ID": "dep", "MODELSLAB_API_KEY": TOKEN} | (
         {"GGUF_MCP_AUTH_TOKEN": TOKEN} if source == "env" else {}
     )
-    assert refusal(env, **flags).startswith(
-        "MODELSLAB_API_KEY, the key of deployment 'default', is also GGUF_MCP_AUTH_TOKEN"
-    )
+    message = refusal(env, **flags)
+    assert message.startswith("MODELSLAB_API_KEY, the key of deployment 'default', is also a client credential")
+    assert "(GGUF_MCP_AUTH_TOKEN)" in message
 
 
 def test_the_clients_token_as_a_deployment_key_stops_the_cli_with_exit_2(tmp_path: Path) -> None:
@@ -417,7 +417,10 @@ def test_a_bad_file_on_reload_is_one_line_and_keeps_nothing_new(tmp_path: Path) 
     path = Path(env["GGUF_MCP_CONFIG"])
     for text, needle in [
         (f"[clients.a]\ntoken_sha256 = '{NAMED}'\n", "is not a SHA-256 in hex"),
-        (f"[clients.a]\ntoken_sha256 = '{sha(KEY)}'\n", "MODELSLAB_API_KEY, the key of deployment 'big', is also"),
+        (
+            f"[clients.a]\ntoken_sha256 = '{sha(KEY)}'\n",
+            "MODELSLAB_API_KEY, the key of deployment 'big', is also a client credential",
+        ),
         ("[clients.a\n", "is not valid TOML"),
     ]:
         path.write_text(DEPLOYMENTS + text)

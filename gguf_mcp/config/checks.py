@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hmac
 
+from pydantic import SecretStr
+
 from gguf_mcp.clients import DEFAULT_CLIENT, hash_token
 from gguf_mcp.config.settings import MIN_TOKEN_LENGTH, OPTION_BY_DEST, Settings
 from gguf_mcp.config.urls import LOOPBACK_HOSTS, is_loopback_host
@@ -20,11 +22,7 @@ def check_exposure(s: Settings) -> None:
     """HTTP beyond this machine spends the account's key for whoever reaches it: demand a credential."""
     if s.transport != "http":
         return
-    if s.auth_token is not None and len(s.auth_token.get_secret_value()) < MIN_TOKEN_LENGTH:
-        raise ConfigError(
-            f"GGUF_MCP_AUTH_TOKEN is {len(s.auth_token.get_secret_value())} characters; use at least "
-            f"{MIN_TOKEN_LENGTH} random ones, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
-        )
+    _check_token_length(s)
     if s.auth_required:
         return
     if s.host not in LOOPBACK_HOSTS:
@@ -40,31 +38,42 @@ def check_exposure(s: Settings) -> None:
         )
 
 
+def _check_token_length(s: Settings) -> None:
+    length = len(s.auth_token.get_secret_value()) if s.auth_token is not None else MIN_TOKEN_LENGTH
+    if length < MIN_TOKEN_LENGTH:
+        raise ConfigError(
+            f"GGUF_MCP_AUTH_TOKEN is {length} characters; use at least {MIN_TOKEN_LENGTH} random ones, e.g. "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
+        )
+
+
 def check_credentials_apart(s: Settings) -> None:
     """No deployment key is a client credential: it would be sent upstream with every request."""
     credentials = _client_credentials(s)
     for deployment in s.deployments.values():
-        if deployment.api_key is None:
-            continue
-        digest = hash_token(deployment.api_key.get_secret_value())
-        owner = next((what for what, other in credentials if hmac.compare_digest(digest, other)), None)
+        owner = _credential_owner(deployment.api_key, credentials)
         if owner is not None:
             raise ConfigError(
-                f"{deployment.key_env}, the key of deployment {deployment.name!r}, is also {owner}: the deployment "
-                "would receive a client credential. Give the deployment a key of its own."
+                f"{deployment.key_env}, the key of deployment {deployment.name!r}, is also a client credential "
+                f"({owner}): the deployment would receive it. Give the deployment a key of its own."
             )
 
 
+def _credential_owner(key: SecretStr | None, credentials: list[tuple[str, str]]) -> str | None:
+    if key is None:
+        return None
+    digest = hash_token(key.get_secret_value())
+    return next((what for what, other in credentials if hmac.compare_digest(digest, other)), None)
+
+
 def _client_credentials(s: Settings) -> list[tuple[str, str]]:
-    """Each client credential's SHA-256 in hex, with how an error names it (never its value)."""
-    found = [
-        (f"the token of [clients.{c.name}]", c.token_sha256)
-        for c in s.clients.values()
-        if c.token_sha256 is not None and c.name != DEFAULT_CLIENT  # the default's is GGUF_MCP_AUTH_TOKEN's
-    ]
-    if s.auth_token is not None:
-        found.append(("GGUF_MCP_AUTH_TOKEN, the clients' token", hash_token(s.auth_token.get_secret_value())))
+    """Each client credential's SHA-256 in hex, with the setting that holds it (never its value)."""
+    found = [(_token_setting(c.name), c.token_sha256) for c in s.clients.values() if c.token_sha256 is not None]
     if s.introspection_client_secret is not None:
         secret = s.introspection_client_secret.get_secret_value()
-        found.append((f"the secret in {OPTION_BY_DEST['oauth_client_file'].env}", hash_token(secret)))
+        found.append((OPTION_BY_DEST["oauth_client_file"].env, hash_token(secret)))
     return found
+
+
+def _token_setting(client: str) -> str:
+    return OPTION_BY_DEST["auth_token"].env if client == DEFAULT_CLIENT else f"[clients.{client}] token_sha256"

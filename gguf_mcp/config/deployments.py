@@ -16,32 +16,36 @@ from gguf_mcp.errors import ConfigError
 Deployments = tuple[dict[str, Deployment], str]
 """The deployments by name, and the default one's name."""
 
+_CONFIG = OPTION_BY_DEST["config"].setting
 
-def build_deployments(s: Settings, file: ConfigFile | None, environ: Mapping[str, str]) -> Deployments:
+
+def build_deployments(s: Settings, file: ConfigFile, environ: Mapping[str, str]) -> Deployments:
     """A file that names deployments replaces GGUF_DEPLOYMENT_ID and GGUF_BASE_URL; one naming only
-    clients goes beside them."""
-    o = OPTION_BY_DEST
+    clients (or no file: `ConfigFile()`) goes beside them."""
     single = "deployment_id" if s.deployment_id else "base_url" if s.base_url else None
-    if file is not None and file.deployments:
+    if file.deployments:
         if single is not None:
             raise ConfigError(
-                f"{o['config'].setting} names deployments and {o[single].setting} is set too: name every "
+                f"{_CONFIG} names deployments and {OPTION_BY_DEST[single].setting} is set too: name every "
                 "deployment in the TOML file and unset the other."
             )
         return _from_tables(file, environ, s.api_key)
-    if file is not None and file.default is not None:
-        raise ConfigError(f"{o['config'].setting}: default = {file.default!r} names no [deployments.<name>] table.")
-    if single is not None:
-        return {"default": _single(s)}, "default"
-    if file is not None:
-        raise ConfigError(
-            f"{o['config'].setting}: {str(s.config)!r} defines no [deployments.<name>] table; name the deployments "
-            f"there, or set {o['deployment_id'].setting} or {o['base_url'].setting} beside it."
+    if file.default is not None:
+        raise ConfigError(f"{_CONFIG}: default = {file.default!r} names no [deployments.<name>] table.")
+    if single is None:
+        raise _nothing_configured(s)
+    return {"default": _single(s)}, "default"
+
+
+def _nothing_configured(s: Settings) -> ConfigError:
+    o = OPTION_BY_DEST
+    either = f"{o['deployment_id'].setting} for GGUF Cloud, {o['base_url'].setting} for any llama-server"
+    if s.config is not None:
+        return ConfigError(
+            f"{_CONFIG}: {str(s.config)!r} defines no [deployments.<name>] table; name the deployments there, "
+            f"or set {either} beside it."
         )
-    raise ConfigError(
-        f"No deployment configured: set {o['deployment_id'].setting} for GGUF Cloud, {o['base_url'].setting} for "
-        f"any llama-server, or {o['config'].setting} for several."
-    )
+    return ConfigError(f"No deployment configured: set {either}, or {_CONFIG} for several.")
 
 
 def _single(s: Settings) -> Deployment:
@@ -59,29 +63,20 @@ def _from_tables(file: ConfigFile, environ: Mapping[str, str], default_key: Secr
     deployments = {name: _from_table(name, table, environ, default_key) for name, table in file.deployments.items()}
     default = file.default or next(iter(deployments))
     if default not in deployments:
-        raise ConfigError(
-            f"{OPTION_BY_DEST['config'].setting}: default = {default!r} is not one of the deployments "
-            f"({', '.join(deployments)})."
-        )
+        raise ConfigError(f"{_CONFIG}: default = {default!r} is not one of the deployments ({', '.join(deployments)}).")
     return deployments, default
 
 
 def _from_table(
     name: str, table: DeploymentTable, environ: Mapping[str, str], default_key: SecretStr | None
 ) -> Deployment:
-    where = f"{OPTION_BY_DEST['config'].setting}: [deployments.{name}]"
+    where = f"{_CONFIG}: [deployments.{name}]"
     if not TABLE_NAME.match(name):
         raise ConfigError(f"{where}: the name must be letters, digits, '-', '_' or '.' (at most 64).")
-    if (table.deployment_id is None) == (table.base_url is None):
-        raise ConfigError(f"{where}: set exactly one of deployment_id or base_url.")
-    if table.deployment_id is not None:
-        url = deployment_url(table.deployment_id, f"{where} deployment_id")
-    else:
-        url = normalize_base_url(table.base_url or "", f"{where} base_url")
-    if table.api_key_env == DEFAULT_KEY_ENV and default_key is not None:
-        key: SecretStr | None = default_key
-    else:
-        key = secret_from_env(environ, table.api_key_env)
+    url = _table_url(table, where)
+    # The default key (its variable or its file) serves every table that names its variable.
+    key = default_key if table.api_key_env == DEFAULT_KEY_ENV else None
+    key = key or secret_from_env(environ, table.api_key_env)
     if key is None and needs_key(url):
         raise _missing_key(table.api_key_env, f"deployment {name!r}")
     return Deployment(
@@ -92,6 +87,14 @@ def _from_table(
         description=table.description.strip(),
         max_concurrency=table.max_concurrency,
     )
+
+
+def _table_url(table: DeploymentTable, where: str) -> str:
+    if (table.deployment_id is None) == (table.base_url is None):
+        raise ConfigError(f"{where}: set exactly one of deployment_id or base_url.")
+    if table.deployment_id is not None:
+        return deployment_url(table.deployment_id, f"{where} deployment_id")
+    return normalize_base_url(table.base_url or "", f"{where} base_url")
 
 
 def _missing_key(env_name: str, what: str) -> ConfigError:

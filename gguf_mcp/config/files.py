@@ -153,19 +153,20 @@ def _top_level_problem(error: ErrorDetails, loc: list[str]) -> str:
     return _key_problem(error, loc[0], expected(ConfigFile.model_fields[loc[0]]))
 
 
+_KEY_PROBLEMS = {
+    "string_pattern_mismatch": "{where} = {input!r} is not an environment variable name.",
+    "too_short": "{where} must name at least one; leave it out to allow all.",
+    "string_type": "{where} must be a string.",
+    "list_type": '{where} must be a list of strings, e.g. ["a", "b"].',
+    "value_error": "{where} {message}.",
+}
+"""How each kind of pydantic error reads for one key; the fallback is pydantic's own words."""
+
+
 def _key_problem(error: ErrorDetails, where: str, hint: str | None) -> str:
-    """One key's problem; the value is quoted only for numbers, switches and choices (never a string)."""
-    message = str(error["msg"]).removeprefix("Value error, ")
+    """One key's problem; the value is quoted only for numbers, switches, choices and variable names."""
     if hint is not None:
         return f"{where} = {error['input']!r} is not {hint}."
-    if error["type"] == "string_pattern_mismatch":
-        return f"{where} = {error['input']!r} is not an environment variable name."
-    if error["type"] == "too_short":
-        return f"{where} must name at least one; leave it out to allow all."
-    if error["type"] == "string_type":
-        return f"{where} must be a string."
-    if error["type"] == "list_type":
-        return f'{where} must be a list of strings, e.g. ["a", "b"].'
-    if error["type"] == "value_error":
-        return f"{where} {message}."
-    return f"{where}: {message.lower()}."
+    message = str(error["msg"]).removeprefix("Value error, ")
+    template = _KEY_PROBLEMS.get(error["type"], "{where}: {lowered}.")
+    return template.format(where=where, input=error["input"], message=message, lowered=message.lower())

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from gguf_mcp.config.checks import check_credentials_apart, check_exposure
 from gguf_mcp.config.deployments import build_deployments
 from gguf_mcp.config.files import ConfigFile, read_config_file
-from gguf_mcp.config.options import expected
+from gguf_mcp.config.options import Option, expected
 from gguf_mcp.config.policies import build_clients
 from gguf_mcp.config.settings import OPTION_BY_DEST, OPTIONS, Settings
 from gguf_mcp.config.sources import read_client_file, read_secret_file, secret_candidates
@@ -27,6 +27,7 @@ from gguf_mcp.redaction import Redactor
 
 _SECRET_FILES = {"api_key_file": "api_key", "auth_token_file": "auth_token"}
 """Each file setting, and the secret it holds (the file wins over the secret's variable)."""
+_SECRETS = ("api_key", "auth_token", "introspection_client_secret")
 
 
 def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> Settings:
@@ -42,7 +43,7 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str]) -
             chosen = Settings.model_validate(raw)
         except ValidationError as exc:
             raise _config_error(exc, raw) from None
-        file = read_config_file(chosen.config) if chosen.config is not None else None
+        file = _config_file(chosen)
         deployments, default = build_deployments(chosen, file, environ)
         hosts = (*chosen.allowed_hosts, *_public_hosts(chosen))
         update = {"deployments": deployments, "default_deployment": default, "allowed_hosts": hosts}
@@ -59,13 +60,17 @@ def reload_clients(settings: Settings) -> Settings:
     the clients it has.
     """
     try:
-        file = read_config_file(settings.config) if settings.config is not None else None
-        return _with_clients(settings, file)
+        return _with_clients(settings, _config_file(settings))
     except ConfigError as exc:
         raise ConfigError(Redactor(settings.secrets).text(str(exc))) from None
 
 
-def _with_clients(settings: Settings, file: ConfigFile | None) -> Settings:
+def _config_file(s: Settings) -> ConfigFile:
+    """The GGUF_MCP_CONFIG file, or an empty one (no deployments, no clients) when none is set."""
+    return read_config_file(s.config) if s.config is not None else ConfigFile()
+
+
+def _with_clients(settings: Settings, file: ConfigFile) -> Settings:
     clients, defaults = build_clients(settings, file)
     complete = settings.model_copy(update={"clients": clients, "client_defaults": defaults})
     check_credentials_apart(complete)
@@ -81,23 +86,32 @@ def _public_hosts(s: Settings) -> tuple[str, ...]:
 
 def _raw_values(flags: Mapping[str, str | None], environ: Mapping[str, str], masked: list[str]) -> dict[str, Any]:
     """Each setting's raw text (flag, else variable), the secrets read from their files; adds secrets to `masked`."""
-    raw: dict[str, Any] = {}
-    for o in OPTIONS:
-        value = flags.get(o.dest)
-        if value is None:
-            value = environ.get(o.env)
-        if value is not None and value.strip():
-            raw[o.dest] = value if o.secret else value.strip()
-    for file, secret in _SECRET_FILES.items():
-        if file in raw:
-            raw[secret] = read_secret_file(raw[file], OPTION_BY_DEST[file].setting)
-        if secret in raw:
-            masked.append(raw[secret])
+    raw = {o.dest: value for o in OPTIONS if (value := _given(o, flags, environ)) is not None}
+    raw |= _secrets_from_files(raw)
+    masked += [raw[dest] for dest in _SECRETS if dest in raw]
+    return raw
+
+
+def _secrets_from_files(raw: Mapping[str, str]) -> dict[str, str]:
+    found = {
+        secret: read_secret_file(raw[file], OPTION_BY_DEST[file].setting)
+        for file, secret in _SECRET_FILES.items()
+        if file in raw
+    }
     if "oauth_client_file" in raw:
         client_id, secret = read_client_file(raw["oauth_client_file"], OPTION_BY_DEST["oauth_client_file"].setting)
-        raw |= {"introspection_client_id": client_id, "introspection_client_secret": secret}
-        masked.append(secret)
-    return raw
+        found |= {"introspection_client_id": client_id, "introspection_client_secret": secret}
+    return found
+
+
+def _given(option: Option, flags: Mapping[str, str | None], environ: Mapping[str, str]) -> str | None:
+    """The option's flag, else its variable; None when neither gives anything but blanks."""
+    value = flags.get(option.dest)
+    if value is None:
+        value = environ.get(option.env)
+    if value is None or not value.strip():
+        return None
+    return value if option.secret else value.strip()
 
 
 def _config_error(exc: ValidationError, raw: Mapping[str, Any]) -> ConfigError:

@@ -15,54 +15,43 @@ from gguf_mcp.config.settings import OPTION_BY_DEST, Settings
 from gguf_mcp.errors import ConfigError
 
 _IDENTITIES = ("token_sha256", "oauth_client_id", "oauth_subject")
+"""How a client table says who it is: exactly one of these (none for `default`: GGUF_MCP_AUTH_TOKEN)."""
+_CONFIG = OPTION_BY_DEST["config"].setting
 
 
-def build_clients(s: Settings, file: ConfigFile | None) -> tuple[dict[str, Client], ClientPolicy]:
+def build_clients(s: Settings, file: ConfigFile) -> tuple[dict[str, Client], ClientPolicy]:
     """Every client by name (`default` first, always there), and the policy of unnamed OAuth clients."""
-    tables = file.clients if file is not None else {}
-    clients = {DEFAULT_CLIENT: _default_client(s, tables.get(DEFAULT_CLIENT))}
-    for name, table in tables.items():
-        if name != DEFAULT_CLIENT:
-            clients[name] = _named_client(s, name, table)
+    named = {name: table for name, table in file.clients.items() if name != DEFAULT_CLIENT}
+    clients = {DEFAULT_CLIENT: _default_client(s, file.clients.get(DEFAULT_CLIENT))}
+    clients |= {name: _named_client(s, name, table) for name, table in named.items()}
     for identity in _IDENTITIES:
         _one_client_each(clients.values(), identity)
-    defaults = file.client_defaults if file is not None else PolicyTable()
-    return clients, _policy(s, defaults, "[client_defaults]", USE_SCOPES)
+    return clients, _policy(s, file.client_defaults, "[client_defaults]", USE_SCOPES)
 
 
 def _where(place: str) -> str:
-    return f"{OPTION_BY_DEST['config'].setting}: {place}"
+    return f"{_CONFIG}: {place}"
 
 
 def _default_client(s: Settings, table: ClientTable | None) -> Client:
     """GGUF_MCP_AUTH_TOKEN's client, with every scope; its table, if any, may only narrow or limit it."""
     place = f"[clients.{DEFAULT_CLIENT}]"
-    if table is not None and any(getattr(table, key) is not None for key in _IDENTITIES):
+    table = table or ClientTable()
+    if any(getattr(table, key) is not None for key in _IDENTITIES):
         raise ConfigError(
             f"{_where(place)} is the client of {OPTION_BY_DEST['auth_token'].env}: it takes limits, scopes, "
             "deployments and tools, not token_sha256, oauth_client_id or oauth_subject; give another client "
             "another name."
         )
-    token = s.auth_token.get_secret_value() if s.auth_token is not None else None
-    policy = _policy(s, table or PolicyTable(), place, frozenset(SCOPES))
-    return Client(name=DEFAULT_CLIENT, token_sha256=hash_token(token) if token else None, policy=policy)
+    digest = hash_token(s.auth_token.get_secret_value()) if s.auth_token is not None else None
+    return Client(name=DEFAULT_CLIENT, token_sha256=digest, policy=_policy(s, table, place, frozenset(SCOPES)))
 
 
 def _named_client(s: Settings, name: str, table: ClientTable) -> Client:
     place = f"[clients.{name}]"
     if not TABLE_NAME.match(name):
         raise ConfigError(f"{_where(place)}: the name must be letters, digits, '-', '_' or '.' (at most 64).")
-    given = [key for key in _IDENTITIES if getattr(table, key) is not None]
-    if len(given) != 1:
-        raise ConfigError(
-            f"{_where(place)}: set exactly one of token_sha256 (a token of its own: `gguf-mcp token new {name}`), "
-            "oauth_client_id or oauth_subject (an OAuth client's limits)."
-        )
-    if given[0] != "token_sha256" and s.oauth_issuer is None:
-        raise ConfigError(
-            f"{_where(place)}: {given[0]} names an OAuth client, and {OPTION_BY_DEST['oauth_issuer'].setting} is "
-            "not set; set it (and GGUF_MCP_PUBLIC_URL), or give the client a token_sha256."
-        )
+    _check_identity(s, name, [key for key in _IDENTITIES if getattr(table, key) is not None])
     return Client(
         name=name,
         token_sha256=table.token_sha256,
@@ -70,6 +59,20 @@ def _named_client(s: Settings, name: str, table: ClientTable) -> Client:
         oauth_subject=table.oauth_subject,
         policy=_policy(s, table, place, USE_SCOPES),
     )
+
+
+def _check_identity(s: Settings, name: str, given: list[str]) -> None:
+    if len(given) != 1:
+        raise ConfigError(
+            f"{_where(f'[clients.{name}]')}: set exactly one of token_sha256 (a token of its own: `gguf-mcp token "
+            f"new {name}`), oauth_client_id or oauth_subject (an OAuth client's limits)."
+        )
+    if given[0] != "token_sha256" and s.oauth_issuer is None:
+        raise ConfigError(
+            f"{_where(f'[clients.{name}]')}: {given[0]} names an OAuth client, and "
+            f"{OPTION_BY_DEST['oauth_issuer'].setting} is not set; set it (and GGUF_MCP_PUBLIC_URL), or give the "
+            "client a token_sha256."
+        )
 
 
 def _policy(s: Settings, table: PolicyTable, place: str, scopes: frozenset[str]) -> ClientPolicy:

@@ -377,15 +377,28 @@ class Settings(BaseModel):
 
 def _apart(s: Settings) -> str | None:
     """The first pair of settings that only work together, or only apart, set wrongly (None: all fine)."""
-    o = OPTION_BY_DEST
+    return _one_deployment_source(s) or _oauth_together(s) or _introspection_together(s)
+
+
+def _one_deployment_source(s: Settings) -> str | None:
     if s.deployment_id and s.base_url:
+        o = OPTION_BY_DEST
         return f"Set only one of {o['deployment_id'].setting} or {o['base_url'].setting}, not both"
-    if (s.oauth_issuer is None) != (s.public_url is None):
-        given, missing = ("oauth_issuer", "public_url") if s.public_url is None else ("public_url", "oauth_issuer")
-        return (
-            f"{o[given].setting} is set without {o[missing].setting}: OAuth needs both (the issuer that signs the "
-            "tokens and this server's public URL, which they must name)"
-        )
+    return None
+
+
+def _oauth_together(s: Settings) -> str | None:
+    if (s.oauth_issuer is None) == (s.public_url is None):
+        return None
+    given, missing = ("oauth_issuer", "public_url") if s.public_url is None else ("public_url", "oauth_issuer")
+    return (
+        f"{OPTION_BY_DEST[given].setting} is set without {OPTION_BY_DEST[missing].setting}: OAuth needs both (the "
+        "issuer that signs the tokens and this server's public URL, which they must name)"
+    )
+
+
+def _introspection_together(s: Settings) -> str | None:
+    o = OPTION_BY_DEST
     if s.oauth_introspection_url is not None and s.oauth_issuer is None:
         return (
             f"{o['oauth_introspection_url'].setting} needs {o['oauth_issuer'].env} and {o['public_url'].env} too: "
