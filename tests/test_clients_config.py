@@ -482,3 +482,17 @@ def test_oauth_without_a_public_url_stops_the_cli() -> None:
     out = run_cli(env={**LOCAL, "GGUF_MCP_OAUTH_ISSUER": "https://login.example.com"})
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "GGUF_MCP_PUBLIC_URL" in out.stderr
+
+
+def test_the_readme_file_and_clients_load_as_written(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Several deployments") : readme.index("## Check the setup")]
+    blocks = re.findall(r"^```toml\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 2
+    env = {**config(tmp_path, blocks[0] + blocks[1], deployments=""), "TEAM_B_MODELSLAB_KEY": "sk-team-b-01234567"}
+    s = load({**env, **ISSUER})
+    assert set(s.clients) == {DEFAULT_CLIENT, "ci-bot", "ops", "claude-web"}
+    assert s.clients["ci-bot"].policy.deployments == frozenset({"qwen-coder"})
+    assert METRICS_SCOPE in s.clients["ops"].policy.scopes
+    assert s.client_defaults.tokens_per_day == 500000
+    assert s.deployments["laptop"].max_concurrency == 2
