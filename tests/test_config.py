@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from gguf_mcp.config import GGUF_CLOUD_ROOT, OPTIONS, Settings, load_settings, normalize_base_url
 from gguf_mcp.errors import ConfigError
@@ -453,3 +456,22 @@ def test_every_number_setting_states_its_own_limits_when_refused() -> None:
 )
 def test_limits_in_messages_come_from_the_fields(env: dict[str, str], needle: str) -> None:
     assert needle in config_error({**LOCAL, **env})
+
+
+# Text as a flag or variable can carry it: no NUL (argv and the environment cannot hold one).
+SETTING_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+
+
+@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.dictionaries(st.sampled_from([o.env for o in OPTIONS]), SETTING_TEXT, max_size=4))
+@example(values={"GGUF_BASE_URL": "http://[::1"})
+@example(values={"GGUF_MCP_CONFIG": "~no-such-user-here/gguf-mcp.toml"})
+@example(values={"GGUF_MCP_AUDIT_LOG": "~no-such-user-here/audit.jsonl"})
+def test_any_text_in_any_setting_is_settings_or_one_config_error(values: dict[str, str]) -> None:
+    """`load_settings` raises ConfigError and nothing else (a `~user` path, an unclosed IPv6 bracket...)."""
+    message = ""
+    try:
+        load_settings({}, {**LOCAL, **values})
+    except ConfigError as exc:
+        message = str(exc)
+    assert "\n" not in message

@@ -24,7 +24,7 @@ from pydantic import (
 
 from gguf_mcp.clients import Client, ClientPolicy
 from gguf_mcp.config.options import Option, options_of, setting
-from gguf_mcp.config.sources import check_one_visible_line
+from gguf_mcp.config.sources import check_one_visible_line, expand_user
 from gguf_mcp.config.urls import GGUF_CLOUD_ROOT, oauth_url
 
 DEFAULT_KEY_ENV = "MODELSLAB_API_KEY"
@@ -347,7 +347,7 @@ class Settings(BaseModel):
     def _appendable(cls, target: str | None) -> str | None:
         if target is None or target == "-":
             return target
-        path = Path(target).expanduser()
+        path = expand_user(Path(target))
         if path.is_dir():
             raise ValueError(f"{target!r} is a directory; name a file to append to (or - for stderr)")
         if not path.parent.is_dir():

@@ -16,9 +16,19 @@ from gguf_mcp.errors import ConfigError
 _SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
 
 
+def expand_user(path: Path) -> Path:
+    """`path` with `~` or `~user` expanded; ValueError when that home directory is unknown."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        raise ValueError(f"{str(path)!r} starts with a ~ whose home directory is unknown; give the full path") from None
+
+
 def read_text(path: Path, setting: str) -> str:
     try:
-        raw = path.expanduser().read_bytes()
+        raw = expand_user(path).read_bytes()
+    except ValueError as exc:
+        raise ConfigError(f"{setting}: {exc}.") from None
     except OSError as exc:
         raise ConfigError(f"{setting}: cannot read {str(path)!r} ({exc.strerror}).") from None
     try:

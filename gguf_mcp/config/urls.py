@@ -33,11 +33,19 @@ def _url_problem(parts: SplitResult) -> str | None:
     return None
 
 
+def _split(url: str) -> SplitResult | None:
+    """`url` in parts, or None when it does not parse (e.g. an unclosed IPv6 bracket)."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None
+
+
 def normalize_base_url(raw: str, setting: str) -> str:
     """Return the deployment root for any URL form users paste: root or `/v1`, any trailing slash."""
     url = raw.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = _split(url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             f"{setting}: {raw!r} is not an http(s) URL. Use e.g. {GGUF_CLOUD_ROOT}/<deployment_id> or "
             "http://127.0.0.1:8080 for a local llama-server."
@@ -68,8 +76,8 @@ def needs_key(base_url: str) -> bool:
 def oauth_url(raw: str) -> str:
     """An OAuth URL, checked and kept as given: https, or http to this machine only. Raises ValueError."""
     url = raw.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = _split(url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http(s) URL")
     problem = _url_problem(parts)
     if problem is not None:
