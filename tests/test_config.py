@@ -459,7 +459,7 @@ def test_limits_in_messages_come_from_the_fields(env: dict[str, str], needle: st
 
 
 # Text as a flag or variable can carry it: no NUL (argv and the environment cannot hold one).
-SETTING_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+SETTING_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
 
 
 @hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
