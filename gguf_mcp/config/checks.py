@@ -1,5 +1,5 @@
-"""Rules over the whole configuration, once the deployments and clients are built: who may reach
-the server, and that no credential does two jobs."""
+"""Rules across settings: pairs that go together (before anything is built from them), then, once the
+deployments and clients are built, who may reach the server and that no credential does two jobs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,45 @@ _CREDENTIALS = (
     "set GGUF_MCP_AUTH_TOKEN (or --auth-token-file) to a long random token, name clients with tokens in "
     "GGUF_MCP_CONFIG, or set GGUF_MCP_OAUTH_ISSUER"
 )
+
+
+def check_pairs(s: Settings) -> None:
+    """Settings that only work together, or only apart: checked before anything is built from them."""
+    problem = _one_deployment_source(s) or _oauth_together(s) or _introspection_together(s)
+    if problem is not None:
+        raise ConfigError(f"{problem}.")
+
+
+def _one_deployment_source(s: Settings) -> str | None:
+    if s.deployment_id and s.base_url:
+        o = OPTION_BY_DEST
+        return f"Set only one of {o['deployment_id'].setting} or {o['base_url'].setting}, not both"
+    return None
+
+
+def _oauth_together(s: Settings) -> str | None:
+    if (s.oauth_issuer is None) == (s.public_url is None):
+        return None
+    given, missing = ("oauth_issuer", "public_url") if s.public_url is None else ("public_url", "oauth_issuer")
+    return (
+        f"{OPTION_BY_DEST[given].setting} is set without {OPTION_BY_DEST[missing].setting}: OAuth needs both (the "
+        "issuer that signs the tokens and this server's public URL, which they must name)"
+    )
+
+
+def _introspection_together(s: Settings) -> str | None:
+    o = OPTION_BY_DEST
+    if s.oauth_introspection_url is not None and s.oauth_issuer is None:
+        return (
+            f"{o['oauth_introspection_url'].setting} needs {o['oauth_issuer'].env} and {o['public_url'].env} too: "
+            "it checks the tokens that issuer grants for this server"
+        )
+    if (s.oauth_introspection_url is None) != (s.oauth_client_file is None):
+        return (
+            f"{o['oauth_introspection_url'].setting} and {o['oauth_client_file'].setting} go together: the "
+            "introspection endpoint only answers its registered client"
+        )
+    return None
 
 
 def check_exposure(s: Settings) -> None:

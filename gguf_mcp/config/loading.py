@@ -1,8 +1,9 @@
 """Loading: raw values from flags, environment and files, validated once, then the derived parts.
 
 `load_settings` runs one way: gather the raw values (a flag wins over its variable; a secret comes
-from its variable or its file), validate them in one `model_validate`, build the deployments and
-clients from them and the GGUF_MCP_CONFIG file, then check the rules over the whole. Anything
+from its variable or its file), validate them in one `model_validate`, check the settings that go
+together, build the deployments and clients from them and the GGUF_MCP_CONFIG file, then check the
+rules over the whole. Anything
 wrong is one `ConfigError` line that names the setting and the fix, with every secret masked.
 `reload_clients` re-reads only the clients, for SIGHUP.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gguf_mcp.config.checks import check_credentials_apart, check_exposure
+from gguf_mcp.config.checks import check_credentials_apart, check_exposure, check_pairs
 from gguf_mcp.config.deployments import build_deployments
 from gguf_mcp.config.files import ConfigFile, read_config_file
 from gguf_mcp.config.options import Option, expected
@@ -43,6 +44,7 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str]) -
             chosen = Settings.model_validate(raw)
         except ValidationError as exc:
             raise _config_error(exc, raw) from None
+        check_pairs(chosen)
         file = _config_file(chosen)
         deployments, default = build_deployments(chosen, file, environ)
         hosts = (*chosen.allowed_hosts, *_public_hosts(chosen))

@@ -3,7 +3,8 @@
 Every field users set carries its environment variable, flag and help text (`setting()`); `--help`,
 the README table and `server.json` are all derived from those fields (`OPTIONS`). The fields below
 them (deployments, clients) are derived at load (`loading.py`) from these and the GGUF_MCP_CONFIG
-file; validators here check one value, or values that go together, and raise ValueError.
+file. Validators here check one value each and raise ValueError; rules across settings are in
+`checks.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pydantic import (
     Field,
     SecretStr,
     field_validator,
-    model_validator,
 )
 
 from gguf_mcp.clients import Client, ClientPolicy
@@ -354,13 +354,6 @@ class Settings(BaseModel):
             raise ValueError(f"the directory of {target!r} does not exist; create it first (or use - for stderr)")
         return str(path)
 
-    @model_validator(mode="after")
-    def _settings_that_go_together(self) -> Settings:
-        problem = _apart(self)
-        if problem is not None:
-            raise ValueError(problem)
-        return self
-
     @property
     def auth_required(self) -> bool:
         """Whether HTTP requests must carry a credential: a static token, a named client's, or OAuth."""
@@ -373,43 +366,6 @@ class Settings(BaseModel):
         found = [d.api_key for d in self.deployments.values()]
         found += [self.auth_token, self.introspection_client_secret]
         return tuple(dict.fromkeys(s.get_secret_value() for s in found if s is not None))
-
-
-def _apart(s: Settings) -> str | None:
-    """The first pair of settings that only work together, or only apart, set wrongly (None: all fine)."""
-    return _one_deployment_source(s) or _oauth_together(s) or _introspection_together(s)
-
-
-def _one_deployment_source(s: Settings) -> str | None:
-    if s.deployment_id and s.base_url:
-        o = OPTION_BY_DEST
-        return f"Set only one of {o['deployment_id'].setting} or {o['base_url'].setting}, not both"
-    return None
-
-
-def _oauth_together(s: Settings) -> str | None:
-    if (s.oauth_issuer is None) == (s.public_url is None):
-        return None
-    given, missing = ("oauth_issuer", "public_url") if s.public_url is None else ("public_url", "oauth_issuer")
-    return (
-        f"{OPTION_BY_DEST[given].setting} is set without {OPTION_BY_DEST[missing].setting}: OAuth needs both (the "
-        "issuer that signs the tokens and this server's public URL, which they must name)"
-    )
-
-
-def _introspection_together(s: Settings) -> str | None:
-    o = OPTION_BY_DEST
-    if s.oauth_introspection_url is not None and s.oauth_issuer is None:
-        return (
-            f"{o['oauth_introspection_url'].setting} needs {o['oauth_issuer'].env} and {o['public_url'].env} too: "
-            "it checks the tokens that issuer grants for this server"
-        )
-    if (s.oauth_introspection_url is None) != (s.oauth_client_file is None):
-        return (
-            f"{o['oauth_introspection_url'].setting} and {o['oauth_client_file'].setting} go together: the "
-            "introspection endpoint only answers its registered client"
-        )
-    return None
 
 
 OPTIONS: tuple[Option, ...] = options_of(Settings)
