@@ -238,7 +238,7 @@ def test_a_deployment_key_naming_the_clients_token_variable_is_refused(tmp_path:
     ("env_or_table", "owner"),
     [
         ({"TEAM_KEY": TOKEN, "GGUF_MCP_AUTH_TOKEN": TOKEN}, "GGUF_MCP_AUTH_TOKEN"),
-        ({"TEAM_KEY": NAMED}, "[clients.alice] token_sha256"),
+        ({"TEAM_KEY": NAMED}, "[clients.alice]"),
         ({"TEAM_KEY": OAUTH_SECRET, "oauth": "yes"}, "GGUF_MCP_OAUTH_CLIENT_FILE"),
     ],
     ids=["static token", "named client", "introspection secret"],

@@ -7,7 +7,8 @@ import hmac
 
 from pydantic import SecretStr
 
-from gguf_mcp.clients import DEFAULT_CLIENT, hash_token
+from gguf_mcp.clients import hash_token
+from gguf_mcp.config.policies import token_holder
 from gguf_mcp.config.settings import MIN_TOKEN_LENGTH, OPTION_BY_DEST, Settings
 from gguf_mcp.config.urls import LOOPBACK_HOSTS, is_loopback_host
 from gguf_mcp.errors import ConfigError
@@ -107,12 +108,8 @@ def _credential_owner(key: SecretStr | None, credentials: list[tuple[str, str]])
 
 def _client_credentials(s: Settings) -> list[tuple[str, str]]:
     """Each client credential's SHA-256 in hex, with the setting that holds it (never its value)."""
-    found = [(_token_setting(c.name), c.token_sha256) for c in s.clients.values() if c.token_sha256 is not None]
+    found = [(token_holder(c.name), c.token_sha256) for c in s.clients.values() if c.token_sha256 is not None]
     if s.introspection_client_secret is not None:
         secret = s.introspection_client_secret.get_secret_value()
         found.append((OPTION_BY_DEST["oauth_client_file"].env, hash_token(secret)))
     return found
-
-
-def _token_setting(client: str) -> str:
-    return OPTION_BY_DEST["auth_token"].env if client == DEFAULT_CLIENT else f"[clients.{client}] token_sha256"

@@ -3,8 +3,8 @@
 `load_settings` runs one way: gather the raw values (a flag wins over its variable; a secret comes
 from its variable or its file), validate them in one `model_validate`, check the settings that go
 together, build the deployments and clients from them and the GGUF_MCP_CONFIG file, then check the
-rules over the whole. Anything
-wrong is one `ConfigError` line that names the setting and the fix, with every secret masked.
+rules over the whole. Anything wrong is one `ConfigError` line that names the setting and the fix,
+with every secret masked.
 `reload_clients` re-reads only the clients, for SIGHUP.
 """
 

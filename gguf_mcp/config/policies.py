@@ -109,11 +109,13 @@ def _one_client_each(clients: Iterable[Client], identity: str) -> None:
             continue
         if value in seen:
             place = _where(f"[clients.{client.name}]")
-            raise ConfigError(f"{place} {identity} is also {_owner(seen[value])}'s; {_fix(identity, client.name)}")
+            owner = token_holder(seen[value])
+            raise ConfigError(f"{place} {identity} is also {owner}'s; {_fix(identity, client.name)}")
         seen[value] = client.name
 
 
-def _owner(name: str) -> str:
+def token_holder(name: str) -> str:
+    """Where a client's credential is configured, as errors name it: its table, or GGUF_MCP_AUTH_TOKEN."""
     return OPTION_BY_DEST["auth_token"].env if name == DEFAULT_CLIENT else f"[clients.{name}]"
 
 
