@@ -4,10 +4,14 @@ every key, every refusal in one line, no secret in any of them."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from gguf_mcp.clients import DEFAULT_CLIENT, METRICS_SCOPE, SCOPES, USE_SCOPES, ClientPolicy
 from gguf_mcp.config import Settings, load_settings, reload_clients
@@ -496,3 +500,47 @@ def test_the_readme_file_and_clients_load_as_written(tmp_path: Path) -> None:
     assert METRICS_SCOPE in s.clients["ops"].policy.scopes
     assert s.client_defaults.tokens_per_day == 500000
     assert s.deployments["laptop"].max_concurrency == 2
+
+
+# Any value of any known key (and an unknown one) in each kind of table: the file loads or gives one line.
+_KEYS = [
+    *("deployment_id", "base_url", "api_key_env", "description", "max_concurrency"),
+    *("token_sha256", "oauth_client_id", "oauth_subject", "deployments", "tools", "scopes", "metrics"),
+    *("max_concurrent", "max_tokens", "over_max_tokens", "tokens_per_hour", "tokens_per_day", "bogus"),
+]
+_WORDS = st.sampled_from(["big", "chat", "gguf:models", "lower", "refuse", sha(NAMED), "GGUF_MCP_AUTH_TOKEN", ""])
+_SCALARS = st.one_of(st.integers(-3, 2**70), st.booleans(), st.floats(allow_nan=False), _WORDS, st.text(max_size=8))
+_VALUES = st.one_of(_SCALARS, st.lists(st.one_of(_WORDS, st.integers(0, 3)), max_size=3))
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    return json.dumps(value) if isinstance(value, str | float) else str(value)
+
+
+@hypothesis_settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    tables=st.lists(
+        st.tuples(
+            st.sampled_from(["deployments.d", "clients.c", "clients.default", "client_defaults"]),
+            st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=4),
+        ),
+        max_size=3,
+    )
+)
+def test_any_table_content_is_settings_or_one_config_error(
+    tmp_path: Path, tables: list[tuple[str, dict[str, object]]]
+) -> None:
+    text = "".join(f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in keys.items()) for name, keys in tables)
+    path = tmp_path / "fuzz.toml"
+    path.write_text(text)
+    env = {**ISSUER, "GGUF_MCP_CONFIG": str(path)} | ({} if "[deployments." in text else LOCAL)
+    message = ""
+    try:
+        load_settings({}, env)
+    except ConfigError as exc:
+        message = str(exc)
+    assert "\n" not in message
