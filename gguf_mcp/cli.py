@@ -1,7 +1,8 @@
 """`gguf-mcp`: parse flags, validate settings once, set up stderr logging, pick the transport, serve.
 
 Imports the MCP SDK only after the settings are valid, so `--help` and configuration errors
-answer at once instead of after the SDK's one-second import.
+answer at once instead of after the SDK's one-second import. `gguf-mcp token ...` needs no
+settings: it is dispatched before them, with a parser of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from gguf_mcp import __version__
-from gguf_mcp.config import OPTIONS, Settings, load_settings
+from gguf_mcp.config import OPTIONS, Settings, load_settings, new_client_token
 from gguf_mcp.errors import ConfigError, report_config_error
 from gguf_mcp.logs import configure_logging
 
@@ -27,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         "set by the environment variable named in its help; the flag wins.",
         epilog="Secrets come from the environment or a file, never from a flag value (flags show in process "
         "listings): MODELSLAB_API_KEY or --api-key-file for the deployments' key, GGUF_MCP_AUTH_TOKEN or "
-        "--auth-token-file for the token HTTP clients must send.",
+        "--auth-token-file for the token HTTP clients must send. `gguf-mcp token new NAME` prints a new token "
+        "for a client named in GGUF_MCP_CONFIG, and the lines to paste there.",
     )
     for o in OPTIONS:
         if not o.flag:
@@ -71,7 +73,39 @@ class _RefuseSecretFlag(argparse.Action):
         parser.exit(EXIT_CONFIG)
 
 
+def build_token_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gguf-mcp token", description="Tokens for named clients (GGUF_MCP_CONFIG).")
+    actions = parser.add_subparsers(dest="action", required=True)
+    new = actions.add_parser(
+        "new", help="Print a new random token for client NAME, once, and the [clients.NAME] lines to paste."
+    )
+    new.add_argument("name", metavar="NAME", help="the client's name: letters, digits, '-', '_' or '.'")
+    return parser
+
+
+def token_command(argv: Sequence[str]) -> int:
+    """`gguf-mcp token new NAME`: the token on stdout once; the server keeps only its SHA-256."""
+    args = build_token_parser().parse_args(argv)
+    try:
+        token, lines = new_client_token(args.name)
+    except ConfigError as exc:
+        print(report_config_error(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"Token for client {args.name!r} (shown once, stored nowhere: give it to that client as its bearer token):")
+    print(f"\n  {token}\n")
+    print("Paste these lines into the GGUF_MCP_CONFIG file, then restart gguf-mcp or send it SIGHUP:\n")
+    print(lines, end="")
+    return 0
+
+
+_STANDALONE = {"token": token_command}
+"""Subcommands that need no settings, each with its own parser, dispatched on the first argument."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _STANDALONE:
+        return _STANDALONE[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(vars(args), os.environ)

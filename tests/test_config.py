@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from gguf_mcp.config import GGUF_CLOUD_ROOT, OPTIONS, Settings, load_settings, normalize_base_url
 from gguf_mcp.errors import ConfigError
+from tests.support.cli import run_cli
 
 KEY = "sk-canary-config-0123456789"
 
@@ -210,7 +211,8 @@ def test_toml_default_falls_back_to_the_first(tmp_path: Path) -> None:
         ("[deployments.a]\nbase_url='http://h'\napi_key_env='NOT A NAME'\n", "not an environment variable name"),
         ("[deployments.'a/b']\nbase_url='http://h'\n", "the name must be"),
         ("[deployments.a]\ndeployment_id='d'\napi_key_env='MISSING_KEY'\n", "MISSING_KEY is not set"),
-        ("deployments = 3\n", "defines no [deployments.<name>] table"),
+        ("deployments = 3\n", "deployments must be tables: [deployments.<name>]"),
+        ("# nothing here\n", "defines no [deployments.<name>] table"),
         ("[servers.a]\n", "unknown top-level key 'servers'"),
         ("[deployments.a\n", "is not valid TOML"),
     ],
@@ -231,17 +233,6 @@ def test_missing_toml_file(tmp_path: Path) -> None:
 
 
 # --- the command line ---------------------------------------------------------------------------
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {"PATH": os.environ.get("PATH", "")}
-    return subprocess.run(
-        [sys.executable, "-m", "gguf_mcp", *args],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_help_documents_every_setting() -> None:
@@ -419,3 +410,68 @@ def test_a_key_named_by_a_toml_table_is_checked_like_the_default_one(tmp_path: P
     config = write(tmp_path, "[deployments.a]\ndeployment_id = 'd'\napi_key_env = 'TEAM_KEY'\n")
     message = config_error({"GGUF_MCP_CONFIG": config, "TEAM_KEY": KEY + "\r\n"})
     assert message.startswith("TEAM_KEY: the value has whitespace or a control character at position")
+
+
+@pytest.mark.parametrize(
+    ("flag", "setting"),
+    [
+        ("api_key_file", "MODELSLAB_API_KEY_FILE (--api-key-file)"),
+        ("auth_token_file", "GGUF_MCP_AUTH_TOKEN_FILE (--auth-token-file)"),
+    ],
+)
+def test_a_two_line_secret_file_is_named_by_its_file_setting(tmp_path: Path, flag: str, setting: str) -> None:
+    """The user set the file, not the variable: the error names the file setting and its path (issue 18, hole 7)."""
+    path = tmp_path / "secret"
+    path.write_text(TOKEN + "\nsecond-line\n")
+    message = config_error({**LOCAL, "GGUF_MCP_TRANSPORT": "http"}, **{flag: str(path)})
+    assert message.startswith(
+        f"{setting}: {str(path)!r} has whitespace or a control character at position {len(TOKEN) + 1}"
+    )
+    assert TOKEN not in message and "second-line" not in message
+
+
+def test_every_number_setting_states_its_own_limits_when_refused() -> None:
+    """The hint is read from the field's constraints: a new number setting cannot lack one or misstate it."""
+    for option in (o for o in OPTIONS if o.number):
+        field = Settings.model_fields[option.dest]
+        bounds = {name: getattr(m, name) for m in field.metadata for name in ("ge", "gt", "le") if hasattr(m, name)}
+        message = config_error({**LOCAL, option.env: "lots"})
+        assert message.startswith(f"{option.setting}: 'lots' is not a"), message
+        if "le" in bounds:
+            assert f" to {bounds['le']}." in message, message
+        if bounds.get("gt") == 0:
+            assert "a positive number" in message, message
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        (
+            {"GGUF_MCP_MAX_CONNECTIONS": "0"},
+            "GGUF_MCP_MAX_CONNECTIONS (--max-connections): '0' is not a whole number from 1 to 65535.",
+        ),
+        ({"GGUF_MCP_SESSION_IDLE_TIMEOUT": "-3"}, "'-3' is not a positive number of seconds."),
+        ({"GGUF_MCP_LOG_LEVEL": "loud"}, "'loud' is not 'debug', 'info', 'warning' or 'error'."),
+    ],
+)
+def test_limits_in_messages_come_from_the_fields(env: dict[str, str], needle: str) -> None:
+    assert needle in config_error({**LOCAL, **env})
+
+
+# Text as a flag or variable can carry it: no NUL (argv and the environment cannot hold one).
+SETTING_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
+
+
+@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.dictionaries(st.sampled_from([o.env for o in OPTIONS]), SETTING_TEXT, max_size=4))
+@example(values={"GGUF_BASE_URL": "http://[::1"})
+@example(values={"GGUF_MCP_CONFIG": "~no-such-user-here/gguf-mcp.toml"})
+@example(values={"GGUF_MCP_AUDIT_LOG": "~no-such-user-here/audit.jsonl"})
+def test_any_text_in_any_setting_is_settings_or_one_config_error(values: dict[str, str]) -> None:
+    """`load_settings` raises ConfigError and nothing else (a `~user` path, an unclosed IPv6 bracket...)."""
+    message = ""
+    try:
+        load_settings({}, {**LOCAL, **values})
+    except ConfigError as exc:
+        message = str(exc)
+    assert "\n" not in message
