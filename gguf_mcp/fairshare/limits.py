@@ -54,6 +54,8 @@ class TokenWindow:
         """When the count drops below `limit` (clock seconds), if nothing more is added."""
         self._expire(now)
         left = self._total
+        if left < limit:
+            return now
         for bucket, tokens in self._counts:
             left -= tokens
             if left < limit:
