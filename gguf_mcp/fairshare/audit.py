@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from gguf_mcp.errors import audit_log_unwritable
@@ -44,7 +44,7 @@ class AuditRecord:
         return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def line(self) -> bytes:
-        record = asdict(self)
+        record = dict(vars(self))  # asdict() deep-copies: a third of the record's cost
         if self.request_id is not None:
             record["request_id"] = self.request_id[:MAX_REQUEST_ID]
         # ensure_ascii: whatever a name holds, the record is one line of ASCII.

@@ -35,7 +35,7 @@ values there and `/metrics`, whichever worker answers, sums them; gauges count l
 from __future__ import annotations
 
 import os
-from typing import get_args
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, multiprocess
 from prometheus_client.exposition import choose_encoder
@@ -116,8 +116,18 @@ class Metrics:
             ("deployment", "route", "reason"), registry=reg,
         )  # fmt: skip
 
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per label set (the library's own lookup costs ~4 us)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def call_started(self, deployment: str, tool: str, client: str) -> None:
-        self._in_flight.labels(deployment, tool, client).inc()
+        self._child(self._in_flight, deployment, tool, client).inc()
 
     def call_ended(
         self,
@@ -135,22 +145,22 @@ class Metrics:
     ) -> None:
         """One finished call. `queue_s` None: it never reached the queue; `started`: `call_started` was called."""
         if started:
-            self._in_flight.labels(deployment, tool, client).dec()
+            self._child(self._in_flight, deployment, tool, client).dec()
         labels = (deployment, tool, client, outcome)
-        self._calls.labels(*labels).inc()
+        self._child(self._calls, *labels).inc()
         if input_tokens:
-            self._prompt.labels(*labels).inc(input_tokens)
+            self._child(self._prompt, *labels).inc(input_tokens)
         if output_tokens:
-            self._completion.labels(*labels).inc(output_tokens)
-        self._duration.labels(*labels).observe(duration_s)
+            self._child(self._completion, *labels).inc(output_tokens)
+        self._child(self._duration, *labels).observe(duration_s)
         if queue_s is not None:
-            self._wait.labels(*labels).observe(queue_s)
+            self._child(self._wait, *labels).observe(queue_s)
         if ttft_s is not None:
-            self._ttft.labels(*labels).observe(ttft_s)
+            self._child(self._ttft, *labels).observe(ttft_s)
 
     def queued(self, deployment: str, client: str, change: int) -> None:
         """A call of `client` started (+1) or stopped (-1) waiting for a slot of `deployment`."""
-        self._queued.labels(deployment, client).inc(change)
+        self._child(self._queued, deployment, client).inc(change)
 
     def deployment_slots(self, deployment: str, slots: int | None) -> None:
         if slots is not None:
