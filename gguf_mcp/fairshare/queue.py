@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
@@ -121,10 +121,13 @@ class FairQueue:
             self._abandon(waiter)
             raise
         if not waiter.granted:
-            ahead = self._order.ahead(client, waiter)
-            self._abandon(waiter)
-            raise saturated(self.deployment, within or 0.0, self._slots or 0, ahead, bound)
+            self._give_up(waiter, within or 0.0, bound)
         return time.monotonic() - started
+
+    def _give_up(self, waiter: _Waiter, waited: float, bound: str) -> NoReturn:
+        ahead = self._order.ahead(waiter.client, waiter)
+        self._abandon(waiter)
+        raise saturated(self.deployment, waited, self._slots or 0, ahead, bound)
 
     def release(self) -> None:
         self._busy -= 1

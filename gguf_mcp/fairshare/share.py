@@ -76,6 +76,24 @@ class Call:
         """The deadline cut the answer short: the outcome is `deadline`."""
         self.deadline_cut = True
 
+    def ttft(self) -> float | None:
+        """Seconds from arrival to the first token, if one came."""
+        return None if self.first_token_at is None else self.first_token_at - self.arrived
+
+    def record(self, outcome: str, duration: float) -> AuditRecord:
+        return AuditRecord(
+            time=AuditRecord.now(),
+            request_id=self.request_id,
+            client=self.caller.name,
+            deployment=self.deployment,
+            tool=self.tool,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            queue_ms=round((self.queue_s or 0.0) * 1000, 1),
+            duration_ms=round(duration * 1000, 1),
+            outcome=outcome,
+        )
+
     def remaining(self, deadline: float | None) -> float | None:
         """What is left of a deadline (seconds from the call's arrival) once the wait for a slot is over."""
         return None if deadline is None else max(0.0, deadline - (time.monotonic() - self.arrived))
@@ -148,29 +166,14 @@ class FairShare:
     def _finish(self, call: Call, admission: Admission | None, outcome: str) -> None:
         """Count, measure and record a call that ended, however it ended (no await: cancellation cannot cut it)."""
         duration = time.monotonic() - call.arrived
-        tokens = (call.input_tokens or 0) + (call.output_tokens or 0)
         if admission is not None:
-            self.limits.release(admission, tokens)
+            self.limits.release(admission, (call.input_tokens or 0) + (call.output_tokens or 0))
         if self.metrics is not None:
-            ttft = None if call.first_token_at is None else call.first_token_at - call.arrived
             self.metrics.call_ended(
                 call.deployment, call.tool, client_label(call.caller), outcome,
                 input_tokens=call.input_tokens or 0, output_tokens=call.output_tokens or 0,
-                duration_s=duration, queue_s=call.queue_s, ttft_s=ttft, started=admission is not None,
+                duration_s=duration, queue_s=call.queue_s, ttft_s=call.ttft(), started=admission is not None,
             )  # fmt: skip
         if self.audit is not None:
-            self.audit.write(
-                AuditRecord(
-                    time=AuditRecord.now(),
-                    request_id=call.request_id,
-                    client=call.caller.name,
-                    deployment=call.deployment,
-                    tool=call.tool,
-                    input_tokens=call.input_tokens,
-                    output_tokens=call.output_tokens,
-                    queue_ms=round((call.queue_s or 0.0) * 1000, 1),
-                    duration_ms=round(duration * 1000, 1),
-                    outcome=outcome,
-                )
-            )
+            self.audit.write(call.record(outcome, duration))
         annotate_span(call.deployment, call.model, call.input_tokens, call.output_tokens)

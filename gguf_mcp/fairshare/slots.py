@@ -47,8 +47,11 @@ async def read_total_slots(upstream: UpstreamClient, dep: Deployment, within: fl
         if exc.retryable:
             raise
         return None
-    slots = data.get("total_slots") if isinstance(data, dict) else None
-    return slots if isinstance(slots, int) and not isinstance(slots, bool) and slots > 0 else None
+    return _positive_int(data.get("total_slots")) if isinstance(data, dict) else None
+
+
+def _positive_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 class Queues:
@@ -88,20 +91,7 @@ class Queues:
     async def _count(self, dep: Deployment, queue: FairQueue | None) -> FairQueue:
         slots = self._fixed.get(dep.name)
         if slots is None:
-            try:
-                slots = await read_total_slots(self._upstream, dep)
-                self._retry_at.pop(dep.name, None)
-            except (UpstreamError, TimeoutError) as exc:
-                self._retry_at[dep.name] = self._clock() + RETRY_S
-                log.info("Deployment %r: no slot count yet (%s); asking again on a call after %g s", dep.name,
-                         getattr(exc, "label", "time-out"), RETRY_S)  # fmt: skip
-            if slots is None and dep.name not in self._retry_at:
-                log.warning(
-                    "Deployment %r does not report its slot count (GET /props): its calls are not queued fairly. "
-                    "Set max_concurrency in its [deployments.%s] table.",
-                    dep.name,
-                    dep.name,
-                )
+            slots = await self._ask(dep)
         if queue is None:
             queue = self._queues[dep.name] = FairQueue(dep.name, slots, order=self._order(), on_queue=self._on_queue)
         else:
@@ -109,3 +99,22 @@ class Queues:
         if self._on_slots is not None:
             self._on_slots(dep.name, slots)
         return queue
+
+    async def _ask(self, dep: Deployment) -> int | None:
+        """The server's own slot count; a failure that may heal is asked again `RETRY_S` later."""
+        try:
+            slots = await read_total_slots(self._upstream, dep)
+        except (UpstreamError, TimeoutError) as exc:
+            self._retry_at[dep.name] = self._clock() + RETRY_S
+            why = exc.label if isinstance(exc, UpstreamError) else "time-out"
+            log.info("Deployment %r: no slot count yet (%s); asking again on a call after %g s", dep.name, why, RETRY_S)
+            return None
+        self._retry_at.pop(dep.name, None)
+        if slots is None:
+            log.warning(
+                "Deployment %r does not report its slot count (GET /props): its calls are not queued fairly. "
+                "Set max_concurrency in its [deployments.%s] table.",
+                dep.name,
+                dep.name,
+            )
+        return slots
