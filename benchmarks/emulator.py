@@ -3,7 +3,8 @@
 `POST /v1/chat/completions` (OpenAI) and `POST /v1/messages` (Anthropic) stream, whatever the
 body says about `stream`: after `--ttft` seconds the first token, then one token every
 `--interval` seconds up to the request's `max_tokens` (default 16), then the closing events.
-`GET /v1/models` lists one model. `GET /_stats` answers the emulator's own view as JSON (below).
+`GET /v1/models` lists one model, `GET /props` its slot count (`total_slots`, as llama-server does:
+gguf-mcp's fair queue reads it). `GET /_stats` answers the emulator's own view as JSON (below).
 
 Every token's text is its send stamp, `@<CLOCK_MONOTONIC seconds, 6 decimals> `, taken just
 before the event is written to the socket. The bridge forwards the generated text in its
@@ -288,6 +289,9 @@ class Connection(asyncio.Protocol):
         emu.stats.requests += 1
         if path.endswith("/models"):
             self.transport.write(plain(MODELS))
+            return
+        if path == "/props":
+            self.transport.write(plain(json.dumps({"total_slots": emu.parallel}).encode()))
             return
         if method != "POST" or not path.endswith(("/chat/completions", "/messages")):
             self.transport.write(plain(b'{"error":{"message":"not found"}}', "404 Not Found"))

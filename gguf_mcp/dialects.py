@@ -50,6 +50,8 @@ class Endpoint:
 _USAGE_AT_END = {"stream_options": {"include_usage": True}}
 
 MODELS = Endpoint("/v1/models")
+PROPS = Endpoint("/props")
+"""llama-server's own settings (`total_slots`: its --parallel); a gateway may not serve it."""
 EMBEDDINGS = Endpoint("/v1/embeddings")
 CHAT = Endpoint("/v1/chat/completions", stream_fields=_USAGE_AT_END, done_data="[DONE]")
 COMPLETIONS = Endpoint("/v1/completions", stream_fields=_USAGE_AT_END, done_data="[DONE]")

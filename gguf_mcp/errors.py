@@ -12,6 +12,7 @@ import html
 import json
 import re
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -158,9 +159,19 @@ class ProxyFailed(UpstreamError):
 
 
 class UpstreamBusy(UpstreamError):
-    """Every connection to the deployments stayed in use for the whole wait (GGUF_MCP_UPSTREAM_CONNECTIONS)."""
+    """No free connection (GGUF_MCP_UPSTREAM_CONNECTIONS) or slot (the fair queue) for the whole wait."""
 
     label = "saturated"
+
+
+class ClientLimitReached(GGUFMCPError):
+    """A client's own limit (`[clients.<name>]`) refused the call before anything was sent."""
+
+    label = "limit reached"
+
+    def __init__(self, message: str, *, limit: str, value: int, resets_at: float | None = None) -> None:
+        super().__init__(message)
+        self.limit, self.value, self.resets_at = limit, value, resets_at
 
 
 class StreamInterrupted(UpstreamError):
@@ -445,3 +456,63 @@ def stream_failed_with_partial(message: str, tokens: int, partial: str) -> str:
 def report_config_error(error: ConfigError) -> str:
     """The one line a configuration error prints on stderr (CLI and app factory alike)."""
     return f"gguf-mcp: configuration error: {plain(str(error))}"
+
+
+# --- Fair share: a deployment's slots, a client's limits --------------------------------------
+
+
+def saturated(deployment: str, waited: float, slots: int, ahead: int, bound: str) -> UpstreamBusy:
+    """A call that waited for a free slot until its deadline or the read time-out (`bound` names which)."""
+    return UpstreamBusy(
+        f"Deployment {deployment!r} had no free slot for {waited:g} s ({bound}): its {slots} slots stayed busy and "
+        f"{ahead} calls were ahead of this one; nothing was sent. Try again later, or ask the operator for more "
+        "slots (llama-server --parallel, or max_concurrency in its table)."
+    )
+
+
+def _until(resets_at: float, now: float) -> str:
+    left = max(0, round(resets_at - now))
+    when = datetime.fromtimestamp(resets_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{when} (in {left // 3600} h {left % 3600 // 60} min {left % 60} s)"
+
+
+def concurrent_limit(client: str, value: int) -> ClientLimitReached:
+    return ClientLimitReached(
+        f"Client {client!r} already has {value} calls in flight (queued ones included), its limit (max_concurrent = "
+        f"{value}); nothing was sent. Retry when one of them ends.",
+        limit="max_concurrent",
+        value=value,
+    )
+
+
+def token_limit(client: str, limit: str, value: int, used: int, resets_at: float, now: float) -> ClientLimitReached:
+    """Over `tokens_per_hour` or `tokens_per_day`: `resets_at` (epoch s) is when its use drops below the limit."""
+    window = "hour" if limit == "tokens_per_hour" else "24 hours"
+    return ClientLimitReached(
+        f"Client {client!r} used {used} tokens in the last {window}, its limit ({limit} = {value}); nothing was sent. "
+        f"It frees up at {_until(resets_at, now)}, as older calls leave the window.",
+        limit=limit,
+        value=value,
+        resets_at=resets_at,
+    )
+
+
+def max_tokens_refused(client: str, asked: int, value: int) -> ClientLimitReached:
+    return ClientLimitReached(
+        f"max_tokens = {asked} is over client {client!r}'s limit (max_tokens = {value}, over_max_tokens = "
+        f'"refuse"); nothing was sent. Ask for {value} or fewer.',
+        limit="max_tokens",
+        value=value,
+    )
+
+
+def max_tokens_lowered(asked: int, value: int) -> str:
+    """The note a result carries when the client's cap lowered the call's max_tokens."""
+    return f"[max_tokens lowered from {asked} to {value}: this client's limit (max_tokens = {value}).]"
+
+
+def audit_log_unwritable(target: str, reason: str) -> ConfigError:
+    return ConfigError(
+        f"GGUF_MCP_AUDIT_LOG={cut(plain(target), 200)} cannot be opened for appending ({reason}). Point it at a "
+        "writable file, or set it to - for stderr."
+    )

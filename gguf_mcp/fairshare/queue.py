@@ -1,0 +1,179 @@
+"""A deployment's slots, shared fairly: at most `slots` calls at once, the rest wait their turn.
+
+A slot is what llama-server calls one (`--parallel`): a generation in progress. Past them, a call
+waits here rather than in llama-server's own first-come queue, so that the order is ours to choose
+(`Rotation`: clients in turn) and a wait can end cleanly: a cancelled or timed-out call leaves the
+queue at once, and a wait past its bound is the `saturated` error, never silence. A freed slot is
+handed to the next waiting call directly (no call that arrives later can take it first).
+
+One event loop owns a queue; nothing here blocks or awaits while the bookkeeping is inconsistent.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import anyio
+
+from gguf_mcp.errors import saturated
+from gguf_mcp.fairshare.order import Rotation, WaitOrder
+
+OnWait = Callable[[int], Awaitable[None]]
+"""Told how many calls are ahead, when a call starts waiting and whenever that number changes."""
+OnQueue = Callable[[str, str, int], None]
+"""Told (deployment, tag, +1) when a call starts waiting and (deployment, tag, -1) when it stops (a metric)."""
+
+
+@dataclass(eq=False)
+class _Waiter:
+    client: str
+    tag: str
+    watching: bool
+    granted: bool = False
+    wake: anyio.Event = field(default_factory=anyio.Event)
+
+
+class FairQueue:
+    """The slots of one deployment. `slots=None`: no limit (its slot count is unknown)."""
+
+    def __init__(
+        self,
+        deployment: str,
+        slots: int | None,
+        *,
+        order: WaitOrder[Any] | None = None,
+        on_queue: OnQueue | None = None,
+    ) -> None:
+        self.deployment = deployment
+        self._slots = slots
+        self._busy = 0
+        self._order: WaitOrder[Any] = order if order is not None else Rotation()
+        self._on_queue = on_queue
+        self._watchers: set[_Waiter] = set()
+
+    @property
+    def slots(self) -> int | None:
+        return self._slots
+
+    @slots.setter
+    def slots(self, slots: int | None) -> None:
+        """A new slot count (found later, or changed): more slots admit waiting calls at once."""
+        self._slots = slots
+        self._dispatch()
+
+    @property
+    def busy(self) -> int:
+        """Slots in use."""
+        return self._busy
+
+    @property
+    def waiting(self) -> int:
+        return len(self._order)
+
+    @asynccontextmanager
+    async def slot(
+        self,
+        client: str,
+        *,
+        tag: str | None = None,
+        on_wait: OnWait | None = None,
+        within: float | None = None,
+        bound: str = "time-out",
+    ) -> AsyncIterator[float]:
+        """Hold a slot for the body; yields the seconds waited for it. Calls take turns by `client`;
+        `tag` (default: the client) is what `on_queue` is told.
+
+        Raises `UpstreamBusy` ("saturated") if none is free within `within` seconds (`bound` says
+        which limit that was, for the message). Cancelled while waiting, the call leaves the queue.
+        """
+        waited = await self.acquire(client, tag=tag, on_wait=on_wait, within=within, bound=bound)
+        try:
+            yield waited
+        finally:
+            self.release()
+
+    async def acquire(
+        self,
+        client: str,
+        *,
+        tag: str | None = None,
+        on_wait: OnWait | None = None,
+        within: float | None = None,
+        bound: str = "time-out",
+    ) -> float:
+        """Take a slot (waiting for it if none is free); `release()` gives it back. See `slot`."""
+        if self._slots is None or self._busy < self._slots:  # a free slot means nobody waits
+            self._busy += 1
+            self._order.took(client)
+            return 0.0
+        waiter = _Waiter(client, tag if tag is not None else client, watching=on_wait is not None)
+        started = time.monotonic()
+        self._push(waiter)
+        try:
+            with anyio.move_on_after(math.inf if within is None else within):
+                await self._wait(waiter, on_wait)
+        except BaseException:
+            self._abandon(waiter)
+            raise
+        if not waiter.granted:
+            self._give_up(waiter, within or 0.0, bound)
+        return time.monotonic() - started
+
+    def _give_up(self, waiter: _Waiter, waited: float, bound: str) -> NoReturn:
+        ahead = self._order.ahead(waiter.client, waiter)
+        self._abandon(waiter)
+        raise saturated(self.deployment, waited, self._slots or 0, ahead, bound)
+
+    def release(self) -> None:
+        self._busy -= 1
+        self._dispatch()
+
+    async def _wait(self, waiter: _Waiter, on_wait: OnWait | None) -> None:
+        told: int | None = None
+        while True:
+            waiter.wake = anyio.Event()  # before looking: a change while on_wait runs sets this one
+            if waiter.granted:
+                return
+            if on_wait is not None:
+                ahead = self._order.ahead(waiter.client, waiter)
+                if ahead != told:
+                    told = ahead
+                    await on_wait(ahead)
+            await waiter.wake.wait()
+
+    def _push(self, waiter: _Waiter) -> None:
+        self._order.push(waiter.client, waiter)
+        if waiter.watching:
+            self._watchers.add(waiter)
+        self._changed(waiter, +1)
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """A call that stops waiting: out of the queue, or its slot given back if it had just got one."""
+        self._watchers.discard(waiter)
+        if waiter.granted:
+            self.release()
+        else:
+            self._order.remove(waiter.client, waiter)
+            self._changed(waiter, -1)
+
+    def _dispatch(self) -> None:
+        """Hand free slots to waiting calls, in the order's turn."""
+        while self._order and (self._slots is None or self._busy < self._slots):
+            _, waiter = self._order.pop()
+            waiter.granted = True
+            self._busy += 1
+            self._watchers.discard(waiter)
+            waiter.wake.set()
+            self._changed(waiter, -1)
+
+    def _changed(self, waiter: _Waiter, change: int) -> None:
+        """A call started or stopped waiting: tell the metric, and every watcher to look at its place again."""
+        if self._on_queue is not None:
+            self._on_queue(self.deployment, waiter.tag, change)
+        for watcher in self._watchers:
+            watcher.wake.set()
