@@ -18,7 +18,7 @@ import anyio
 
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.dialects import OPENAI_CHAT
-from gguf_mcp.errors import GGUFMCPError, UnknownDeployment, report_error
+from gguf_mcp.errors import GGUFMCPError, UnknownDeployment, plain
 from gguf_mcp.state import AppState
 from gguf_mcp.upstream import UpstreamClient, upstream_client
 
@@ -53,6 +53,11 @@ def run_ask(settings: Settings, prompt: str, *, deployment: str | None, max_toke
         return EXIT_OK
 
     return anyio.run(ask)
+
+
+def report_error(error: GGUFMCPError) -> str:
+    """The one line on stderr: the error's label, then the text a tool gives an agent (as doctor prints it)."""
+    return f"gguf-mcp: {error.label}: {plain(str(error))}"
 
 
 async def stream_answer(upstream: UpstreamClient, dep: Deployment, body: dict[str, Any], out: TextIO) -> bool:

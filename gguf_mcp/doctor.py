@@ -39,7 +39,6 @@ from gguf_mcp.errors import (
     UpstreamError,
     UpstreamTimeout,
     no_embeddings,
-    not_served,
     unexpected_shape,
 )
 from gguf_mcp.health import Health, check_models
@@ -219,8 +218,9 @@ async def _send(upstream: UpstreamClient, dep: Deployment, probe: Probe, model_l
     except NotSupported as exc:
         if probe.optional is None:
             return _missing_route(dep, probe, exc, model_listed)
-        told = not_served(probe.tool, probe.optional(dep.name, exc))
-        return Check("--", dep.name, f"{probe.label} not served: {told}", not_served=True)
+        told = probe.optional(dep.name, exc)  # what the tool will answer
+        hint = f"The {probe.tool} tool answers so when called; if that is expected, leave it out with GGUF_MCP_TOOLS."
+        return Check("--", dep.name, f"{probe.label} not served: {told} {hint}", not_served=True)
     except DeploymentNotFound as exc:
         return _missing_route(dep, probe, exc, model_listed)
     except UpstreamError as exc:

@@ -430,12 +430,6 @@ def no_embeddings(deployment: str, cause: UpstreamError) -> NotSupported:
     )
 
 
-def not_served(tool: str, told: GGUFMCPError) -> str:
-    """What `doctor` says of a route the deployment does not serve: what the tool will answer, then
-    what to do. Information, not a failure: a chat model serves no embeddings, and may not be meant to."""
-    return f"{told} The {tool} tool answers so when called; if that is expected, leave it out with GGUF_MCP_TOOLS."
-
-
 def no_output_by_deadline(deployment: str, deadline: float) -> UpstreamTimeout:
     return UpstreamTimeout(
         f"Deployment {deployment!r} produced no output within the {deadline:g} s deadline. Try again, or raise the "
@@ -446,12 +440,6 @@ def no_output_by_deadline(deployment: str, deadline: float) -> UpstreamTimeout:
 def stream_failed_with_partial(message: str, tokens: int, partial: str) -> str:
     """A broken stream's error text, with what had arrived."""
     return f"{message} Partial output ({tokens} tokens): {partial}"
-
-
-def report_error(error: GGUFMCPError) -> str:
-    """The one line a command (`gguf-mcp ask`) prints on stderr for a failure: its label, then the
-    text a tool gives an agent."""
-    return f"gguf-mcp: {error.label}: {plain(str(error))}"
 
 
 def report_config_error(error: ConfigError) -> str:
