@@ -45,7 +45,6 @@ def run_ask(settings: Settings, prompt: str, *, deployment: str | None, max_toke
             try:
                 cut = await stream_answer(upstream, dep, body, sys.stdout)
             except GGUFMCPError as exc:
-                print(flush=True)  # a partial answer keeps its own line
                 print(report_error(exc), file=sys.stderr)
                 return EXIT_FAILED
         if cut:
@@ -61,14 +60,23 @@ def report_error(error: GGUFMCPError) -> str:
 
 
 async def stream_answer(upstream: UpstreamClient, dep: Deployment, body: dict[str, Any], out: TextIO) -> bool:
-    """Write the answer to `out` piece by piece, redacted; whether max_tokens cut it short."""
+    """Write the answer to `out` piece by piece, redacted; whether max_tokens cut it short. A stream
+    that fails leaves what had arrived on a line of its own, then raises."""
     stream = OPENAI_CHAT.assembler()
     redactor = upstream.redactor.stream()  # a key the model echoes is masked, even split across pieces
-    async with aclosing(upstream.stream(dep, OPENAI_CHAT.endpoint, body)) as events:
-        async for event in events:
-            if new := stream.add(event):
-                out.write(redactor.feed(new))
-                out.flush()
+    wrote = False
+    try:
+        async with aclosing(upstream.stream(dep, OPENAI_CHAT.endpoint, body)) as events:
+            async for event in events:
+                if new := stream.add(event):
+                    out.write(redactor.feed(new))
+                    out.flush()
+                    wrote = True
+    except GGUFMCPError:
+        if wrote:
+            out.write(redactor.flush() + "\n")
+            out.flush()
+        raise
     out.write(redactor.flush() + "\n")
     out.flush()
     return OPENAI_CHAT.read(stream.response(), dep.name).cut_by_max_tokens

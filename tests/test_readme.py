@@ -230,9 +230,8 @@ def test_the_first_answer_snippet_streams_an_answer_after_doctor(gw: Gateway, tm
         timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    *_, ready, answer = out.stdout.splitlines()
-    assert ready.endswith("gguf-mcp is ready for your MCP client.")
-    assert answer.strip()
+    _, ready, answer = out.stdout.partition("gguf-mcp is ready for your MCP client.\n")
+    assert ready and len(answer) > 1 and answer.endswith("\n"), out.stdout  # doctor's verdict, then the answer
     assert ACCOUNT_KEY not in out.stdout + out.stderr
     asked = gw.requests_for("dep-main")[-1]
     assert (asked.path, asked.auth_via) == ("/v1/chat/completions", "bearer")
@@ -257,10 +256,9 @@ def test_the_quick_start_runs_as_written_against_a_plain_llama_server(tiny_model
             timeout=90,
         )
     assert out.returncode == 0, out.stdout + out.stderr
-    lines = out.stdout.splitlines()
-    assert "--   default: embeddings not served: " in "\n".join(lines)
-    ready = [n for n, line in enumerate(lines) if line.endswith("gguf-mcp is ready for your MCP client.")]
-    assert ready and lines[ready[0] + 1 :] and "".join(lines[ready[0] + 1 :]).strip(), out.stdout
+    checks, ready, answer = out.stdout.partition("gguf-mcp is ready for your MCP client.\n")
+    assert "\n--   default: embeddings not served: " in checks
+    assert ready and len(answer) > 1 and answer.endswith("\n"), out.stdout  # doctor's verdict, then the answer
 
 
 def test_the_wheel_commands_name_this_version() -> None:
