@@ -2,23 +2,26 @@
 
 Each deployment gets the requests the tools make, through the same `UpstreamClient` (so the
 auth headers, routes and retries are the server's own): the shared health check
-(`GET /v1/models`), then a one-token `POST /v1/chat/completions` and `POST /v1/messages`.
+(`GET /v1/models`), then a one-token `POST /v1/chat/completions`, `POST /v1/messages` and
+`POST /v1/completions` and a one-input `POST /v1/embeddings`, each only when its tool is offered.
 Failures print the text of the error gguf-mcp would report to an agent, which already says what
-to do, after the error's label. Deployments are checked concurrently and printed in
-configuration order. Imports no MCP SDK: it starts fast.
+to do, after the error's label. A deployment that does not serve completions or embeddings (a
+chat model without `--embeddings`) is told so on a `--` line: information, not a failure.
+Deployments are checked concurrently and printed in configuration order. Imports no MCP SDK: it starts fast.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
 
 from gguf_mcp.config import Deployment, Settings
-from gguf_mcp.dialects import CHAT, MESSAGES, MODELS, Endpoint
+from gguf_mcp.dialects import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, MODELS, Endpoint
 from gguf_mcp.errors import (
     AuthenticationFailed,
     CertificateRejected,
@@ -35,6 +38,7 @@ from gguf_mcp.errors import (
     UpstreamBusy,
     UpstreamError,
     UpstreamTimeout,
+    no_embeddings,
     unexpected_shape,
 )
 from gguf_mcp.health import Health, check_models
@@ -47,8 +51,40 @@ MAX_WAIT = 60.0
 """Seconds doctor waits for any one answer (less if GGUF_MCP_TIMEOUT is lower): a one-token
 request that takes longer is a problem to report, not to sit through."""
 PROBE = [{"role": "user", "content": "Say OK."}]
-ROUTES = (("chat completion", CHAT, "chat"), ("messages", MESSAGES, "messages"))
-"""What a one-token request is sent to: label, route, and the tool that uses the route."""
+ONE_TOKEN = {"model": "local", "messages": PROBE, "max_tokens": 1}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One small request to the route a tool uses, and what its answer must hold."""
+
+    label: str
+    endpoint: Endpoint
+    tool: str
+    body: dict[str, Any]
+    sent: str
+    """What was asked, for the line that reports the answer (e.g. "max_tokens 1")."""
+    field: str
+    """The answer's list that its protocol promises (`choices`, `content`, `data`)."""
+    optional: Callable[[str, NotSupported], UpstreamError] | None = None
+    """For a route a deployment may not serve (embeddings need an embedding model): the error its tool
+    gives then, which doctor reports as information. None: a route every deployment serves."""
+
+
+ROUTES = (
+    Probe("chat completion", CHAT, "chat", ONE_TOKEN, "max_tokens 1", "choices"),
+    Probe("messages", MESSAGES, "messages", ONE_TOKEN, "max_tokens 1", "content"),
+    Probe(
+        "completion",
+        COMPLETIONS,
+        "complete",
+        {"model": "local", "prompt": "Say OK.", "max_tokens": 1},
+        "max_tokens 1",
+        "choices",
+        optional=lambda _, exc: exc,
+    ),
+    Probe("embeddings", EMBEDDINGS, "embed", {"input": "OK"}, "one input", "data", optional=no_embeddings),
+)
 
 Status = Literal["ok", "FAIL", "--"]
 
@@ -74,6 +110,7 @@ class Check:
     status: Status
     subject: str
     text: str
+    not_served: bool = False
 
     def line(self) -> str:
         return f"{self.status:<4} {self.subject}: {self.text}"
@@ -121,13 +158,20 @@ async def _doctor(settings: Settings, http: Any, upstream: UpstreamClient) -> in
                     emit(item)
 
     failed = sum(c.status == "FAIL" for c in checks)
-    skipped = sum(c.status == "--" for c in checks)
     if failed:
         print(f"{failed} check{'s' if failed > 1 else ''} failed; fix {'them' if failed > 1 else 'it'} and run again.")
         return EXIT_FAILED
-    note = f" ({skipped} not applicable)" if skipped else ""
-    print(f"All {len(checks) - skipped} checks passed{note}: gguf-mcp is ready for your MCP client.")
+    print(_passed(checks))
     return EXIT_OK
+
+
+def _passed(checks: list[Check]) -> str:
+    unserved = sum(c.not_served for c in checks)
+    skipped = sum(c.status == "--" for c in checks) - unserved
+    notes = {f"{skipped} not applicable": skipped, f"{unserved} route{'s' * (unserved > 1)} not served": unserved}
+    note = ", ".join(text for text, count in notes.items() if count)
+    note = f" ({note})" if note else ""
+    return f"All {len(checks) - skipped - unserved} checks passed{note}: gguf-mcp is ready for your MCP client."
 
 
 async def check_deployment(upstream: UpstreamClient, dep: Deployment, tools: tuple[str, ...]) -> list[Check]:
@@ -147,34 +191,51 @@ async def check_deployment(upstream: UpstreamClient, dep: Deployment, tools: tup
 
     completions: list[Check] = []
     rejected: GGUFMCPError | None = None
-    for label, route, tool in ROUTES:
-        if tool not in tools:
-            completions.append(_skip(name, f"{label} not checked: GGUF_MCP_TOOLS leaves the {tool} tool out"))
-            continue
-        if rejected is not None:
-            completions.append(_skip(name, f"{label} not checked: the key was rejected"))
-            continue
-        took = time.monotonic()
-        try:
-            data = await upstream.post(dep, route, {"model": "local", "messages": PROBE, "max_tokens": 1})
-            _expect(dep, route, label, data)
-        except AuthenticationFailed as exc:
-            rejected = exc
-            completions.append(_skip(name, f"{label} not checked: the key was rejected"))
-        except (DeploymentNotFound, NotSupported) as exc:
-            # The model list answered, so the deployment exists: it is this route that is missing.
-            hint = (
-                f" ({MODELS.route} answered, so this server may not offer {route.route}: update llama-server, or leave "
-                f"the {tool} tool out with GGUF_MCP_TOOLS.)"
-            )
-            completions.append(_fail(name, exc, label, hint if model.status == "ok" else ""))
-        except UpstreamError as exc:
-            completions.append(_fail(name, exc, label))
+    for probe in ROUTES:
+        if probe.tool not in tools:
+            text = f"{probe.label} not checked: GGUF_MCP_TOOLS leaves the {probe.tool} tool out"
+            completions.append(_skip(name, text))
+        elif rejected is not None:
+            completions.append(_skip(name, f"{probe.label} not checked: the key was rejected"))
         else:
-            ms = (time.monotonic() - took) * 1000
-            completions.append(Check("ok", name, f"{label} answered (POST {route.route}, max_tokens 1, {ms:.0f} ms)"))
+            try:
+                completions.append(await _send(upstream, dep, probe, model.status == "ok"))
+            except AuthenticationFailed as exc:
+                rejected = exc
+                completions.append(_skip(name, f"{probe.label} not checked: the key was rejected"))
     key = _fail(name, rejected) if rejected is not None else _key_check(dep, [model, *completions])
     return [reachable, key, model, *completions]
+
+
+async def _send(upstream: UpstreamClient, dep: Deployment, probe: Probe, model_listed: bool) -> Check:
+    """One probe's line; raises `AuthenticationFailed` (the key check reports it)."""
+    took = time.monotonic()
+    route = probe.endpoint.route
+    try:
+        _expect(dep, probe, await upstream.post(dep, probe.endpoint, probe.body))
+    except AuthenticationFailed:
+        raise  # the key check reports it, once
+    except NotSupported as exc:
+        if probe.optional is None:
+            return _missing_route(dep, probe, exc, model_listed)
+        told = probe.optional(dep.name, exc)  # what the tool will answer
+        hint = f"The {probe.tool} tool answers so when called; if that is expected, leave it out with GGUF_MCP_TOOLS."
+        return Check("--", dep.name, f"{probe.label} not served: {told} {hint}", not_served=True)
+    except DeploymentNotFound as exc:
+        return _missing_route(dep, probe, exc, model_listed)
+    except UpstreamError as exc:
+        return _fail(dep.name, exc, probe.label)
+    ms = (time.monotonic() - took) * 1000
+    return Check("ok", dep.name, f"{probe.label} answered (POST {route}, {probe.sent}, {ms:.0f} ms)")
+
+
+def _missing_route(dep: Deployment, probe: Probe, exc: UpstreamError, model_listed: bool) -> Check:
+    # The model list answered, so the deployment exists: it is this route that is missing.
+    hint = (
+        f" ({MODELS.route} answered, so this server may not offer {probe.endpoint.route}: update llama-server, or "
+        f"leave the {probe.tool} tool out with GGUF_MCP_TOOLS.)"
+    )
+    return _fail(dep.name, exc, probe.label, hint if model_listed else "")
 
 
 def _fail(subject: str, exc: GGUFMCPError | None, label: str = "", hint: str = "") -> Check:
@@ -219,14 +280,12 @@ def _model_check(health: Health) -> Check:
     return Check("ok", dep.name, "models {} listed".format(", ".join(i + c for i, c in described)))
 
 
-def _expect(dep: Deployment, route: Endpoint, label: str, data: Any) -> None:
-    """A 2xx answer must have its protocol's shape: `choices` (OpenAI) or `content` blocks (Anthropic)."""
-    if route == CHAT:
-        choices = data.get("choices") if isinstance(data, dict) else None
-        valid = isinstance(choices, list) and bool(choices) and isinstance(choices[0], dict)
-    else:
-        valid = isinstance(data, dict) and isinstance(data.get("content"), list)
-    if not valid:
+def _expect(dep: Deployment, probe: Probe, data: Any) -> None:
+    """A 2xx answer must have its protocol's shape: `choices`, `content` blocks or `data` items."""
+    items = data.get(probe.field) if isinstance(data, dict) else None
+    shaped = isinstance(items, list) and all(isinstance(item, dict) for item in items)
+    if not shaped or not (items or probe.field == "content"):  # a one-token message may hold no text block
         raise unexpected_shape(
-            dep.name, f"a {label} response without the fields its protocol promises (starting {str(data)[:80]!r})"
+            dep.name,
+            f"a {probe.label} response without the fields its protocol promises (starting {str(data)[:80]!r})",
         )

@@ -8,6 +8,7 @@ Schema that agent frameworks convert without loss (checked in tests/test_schema_
 - a union is `anyOf` of complete schemas, never a `"type": [..]` list (the Inspector's portability
   report warns of those; llama-index keeps only their first type);
 - every array says what its items are (Pydantic AI's OpenAI strict mode refuses untyped arrays);
+- every optional argument also accepts `null` (strict converters make every argument required);
 - an object without properties is closed or free-form on purpose: the input schema of a tool
   without arguments says `"additionalProperties": false` (the OpenAI Agents SDK otherwise falls
   back from strict mode), and a free-form argument stays `{"type": "object"}`.
@@ -38,7 +39,8 @@ def compact(schema: dict[str, Any]) -> None:
     optional arguments: every character of `tools/list` is context the agent pays for.
 
     Drops titles and defaults, `"additionalProperties": true` (the default), the `null` branch
-    of optional fields (omitting them means the same) and inlines `$defs`. A root without
+    of optional fields (`accept_null` puts one back on each optional argument, the same way for
+    all) and inlines `$defs`. A root without
     properties (a tool without arguments) is closed.
     """
     defs = schema.pop("$defs", {})
@@ -67,3 +69,25 @@ def compact(schema: dict[str, Any]) -> None:
         compacted["additionalProperties"] = False
     schema.clear()
     schema.update(compacted)
+
+
+NULL = {"type": "null"}
+
+
+def accept_null(schema: dict[str, Any]) -> None:
+    """Let every optional argument of a compacted input schema also accept `null`, meaning unset.
+
+    Strict converters (OpenAI strict mode, as the OpenAI Agents SDK and Pydantic AI apply it) make
+    every argument required, so a model must send each one: with a `null` branch it can still
+    leave a temperature, a seed or a deadline to the deployment instead of inventing one. The
+    tools treat None as unset.
+    """
+    required = set(schema.get("required", ()))
+    properties = schema.get("properties", {})
+    for name, prop in properties.items():
+        if name in required:
+            continue
+        if "anyOf" in prop:
+            prop["anyOf"] = [*prop["anyOf"], NULL]
+        else:
+            properties[name] = {"anyOf": [prop, NULL]}

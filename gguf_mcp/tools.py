@@ -33,7 +33,7 @@ from gguf_mcp.dialects import (
 from gguf_mcp.errors import GGUFMCPError, NotSupported, cut, no_embeddings, unexpected_shape
 from gguf_mcp.generation import generate
 from gguf_mcp.health import ModelsResult, query_models
-from gguf_mcp.schemas import compact, prune
+from gguf_mcp.schemas import accept_null, compact, prune
 from gguf_mcp.state import AppState
 
 Ctx = Context[AppState, Any]
@@ -101,26 +101,28 @@ class AnthropicMessage(BaseModel):
 
 
 # Advertised schemas are portable (tests/test_schema_portability.py): a union is `anyOf` of whole
-# schemas, never a `"type"` list, and every array types its items. Some are written out to say the
-# same in fewer characters than generated ones; validation still takes every documented form.
+# schemas, never a `"type"` list, and every array types its items. They say what a model needs to
+# choose a value (a type, a range like temperature's); the limits that only guard the server (list
+# lengths, integer widths, positive counts) are validated, and named in the error when exceeded,
+# but not advertised: every character of `tools/list` is context. Every optional argument also
+# accepts null (`gguf_mcp.schemas.accept_null`).
 _STRING = {"type": "string"}
+_INTEGER = {"type": "integer"}
 _OBJECTS = {"type": "array", "items": {"type": "object"}}
 _STRINGS = {"type": "array", "items": _STRING}
 
 _MESSAGES = Field(min_length=1, max_length=MAX_MESSAGES)
-_ARRAY = WithJsonSchema({**_OBJECTS, "maxItems": MAX_MESSAGES})
-_EXAMPLE = Field(description='e.g. [{"role":"user","content":"Hi"}]')  # on chat's only: the budget
-ChatMessages = Annotated[list[ChatMessage], _MESSAGES, _ARRAY, _EXAMPLE]
-AnthropicMessages = Annotated[list[AnthropicMessage], _MESSAGES, _ARRAY]
+ChatMessages = Annotated[list[ChatMessage], _MESSAGES, WithJsonSchema(_OBJECTS)]
+AnthropicMessages = Annotated[list[AnthropicMessage], _MESSAGES, WithJsonSchema(_OBJECTS)]
 
 
 DeploymentArg = Annotated[str | None, Field()]  # its schema becomes the enum of configured names
-Deadline = Annotated[float | None, Field(gt=0, description="Seconds")]
-MaxTokens = Annotated[int | None, Field(ge=1, le=INT32)]
-Temperature = Annotated[float | None, Field(ge=0, le=2)]
-TopP = Annotated[float | None, Field(ge=0, le=1)]
-Seed = Annotated[int | None, Field(ge=-1, le=UINT32)]
-Tools = Annotated[list[JSONObject] | None, Field(max_length=MAX_TOOLS)]
+Deadline = Annotated[float | None, Field(gt=0), WithJsonSchema({"type": "number", "description": "Seconds"})]
+Count = Annotated[int, Field(ge=1, le=INT32), WithJsonSchema(_INTEGER)]
+Temperature = Annotated[float | None, Field(ge=0, le=2), WithJsonSchema({"type": "number", "maximum": 2})]
+TopP = Annotated[float | None, Field(ge=0, le=1), WithJsonSchema({"type": "number", "maximum": 1})]
+Seed = Annotated[int | None, Field(ge=-1, le=UINT32), WithJsonSchema(_INTEGER)]
+Tools = Annotated[list[JSONObject] | None, Field(max_length=MAX_TOOLS), WithJsonSchema(_OBJECTS)]
 Stop = Annotated[
     Annotated[list[str], Field(max_length=MAX_STOP)] | str | None, WithJsonSchema({"anyOf": [_STRING, _STRINGS]})
 ]
@@ -240,7 +242,7 @@ async def chat(
     ctx: Ctx,
     messages: ChatMessages,
     deployment: DeploymentArg = None,
-    max_tokens: MaxTokens = None,
+    max_tokens: Count | None = None,
     temperature: Temperature = None,
     top_p: TopP = None,
     stop: Stop = None,
@@ -270,13 +272,13 @@ async def chat(
 async def messages(
     ctx: Ctx,
     messages: AnthropicMessages,
-    max_tokens: Annotated[int, Field(ge=1, le=INT32)],
+    max_tokens: Count,
     deployment: DeploymentArg = None,
     system: Annotated[str | Blocks | None, WithJsonSchema({"anyOf": [_STRING, _OBJECTS]})] = None,
-    temperature: Annotated[float | None, Field(ge=0, le=1)] = None,
+    temperature: Annotated[float | None, Field(ge=0, le=1), WithJsonSchema({"type": "number", "maximum": 1})] = None,
     top_p: TopP = None,
-    top_k: Annotated[int | None, Field(ge=1, le=INT32)] = None,
-    stop_sequences: Annotated[list[str] | None, Field(max_length=MAX_STOP)] = None,
+    top_k: Count | None = None,
+    stop_sequences: Annotated[list[str] | None, Field(max_length=MAX_STOP), WithJsonSchema(_STRINGS)] = None,
     tools: Tools = None,
     tool_choice: JSONObject | None = None,
     deadline: Deadline = None,
@@ -297,9 +299,9 @@ async def messages(
 
 async def complete(
     ctx: Ctx,
-    prompt: Annotated[str, Field(min_length=1)],
+    prompt: Annotated[str, Field(min_length=1), WithJsonSchema(_STRING)],
     deployment: DeploymentArg = None,
-    max_tokens: MaxTokens = None,
+    max_tokens: Count | None = None,
     temperature: Temperature = None,
     top_p: TopP = None,
     stop: Stop = None,
@@ -316,7 +318,7 @@ async def embed(
     input: Annotated[
         str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=MAX_INPUTS)],
         Field(min_length=1),
-        WithJsonSchema({"anyOf": [_STRING, {**_STRINGS, "maxItems": MAX_INPUTS}]}),
+        WithJsonSchema({"anyOf": [_STRING, _STRINGS]}),
     ],
     deployment: DeploymentArg = None,
 ) -> Annotated[CallToolResult, EmbedResult]:
@@ -392,7 +394,8 @@ def _result(text: str, structured: BaseModel, *, is_error: bool = False) -> Call
     )
 
 
-READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=True)
+# openWorldHint is true unless said otherwise (the MCP specification's default): not repeated.
+READ_ONLY = ToolAnnotations(read_only_hint=True)
 TOOLS = (list_models, chat, messages, complete, embed)
 
 
@@ -410,6 +413,7 @@ def build_tools(settings: Settings) -> list[Tool]:
         else:
             del tool.parameters["properties"]["deployment"]
         compact(tool.parameters)
+        accept_null(tool.parameters)
         output = tool.fn_metadata.output_schema
         if output is not None:
             compact(output)

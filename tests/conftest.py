@@ -4,18 +4,24 @@ import pytest
 
 from tests.support.gateway import Gateway
 from tests.support.llama import LlamaServer
+from tests.support.node_tools import NodeTools, ensure_node_tools
 
 pytest_plugins = [
     "tests.support.llama",
     "tests.support.gateway",
     "tests.support.bridge",
-    "tests.support.node_tools",
 ]
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def node_tools() -> NodeTools:
+    """The pinned Node 22, conformance suite, Inspector and mcpb CLI (installed on first use)."""
+    return ensure_node_tools()
 
 
 @pytest.fixture

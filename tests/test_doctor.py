@@ -4,17 +4,21 @@ scripted OpenAI-only server; one line per check, exit codes 0/1/2, never a secre
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.bridge import base_env, free_port
+from tests.support.bridge import Bridge, base_env, free_port
+from tests.support.calls import text_of
 from tests.support.gateway import (
     ACCOUNT_KEY,
     Exchange,
@@ -26,7 +30,7 @@ from tests.support.gateway import (
     Send,
     running_asgi_app,
 )
-from tests.support.llama import LLAMA_KEY, LlamaServer
+from tests.support.llama import LLAMA_KEY, LlamaServer, running_llama_server
 
 WRONG_KEY = "sk-canary-wrong-key-5be81f07aa"
 HTTP_TOKEN = "tok-canary-doctor-0c4f9e12d7"
@@ -76,12 +80,14 @@ def test_a_healthy_deployment_passes_every_check_through_the_real_auth_headers(g
         r"ok   default: model tiny-test-model listed \(context 8192\)",
         r"ok   default: chat completion answered \(POST /v1/chat/completions, max_tokens 1, \d+ ms\)",
         r"ok   default: messages answered \(POST /v1/messages, max_tokens 1, \d+ ms\)",
-        r"All 6 checks passed: gguf-mcp is ready for your MCP client\.",
+        r"ok   default: completion answered \(POST /v1/completions, max_tokens 1, \d+ ms\)",
+        r"ok   default: embeddings answered \(POST /v1/embeddings, one input, \d+ ms\)",
+        r"All 8 checks passed: gguf-mcp is ready for your MCP client\.",
     ]
     assert len(lines(out)) == len(expected), out.stdout
     for line, pattern in zip(lines(out), expected, strict=True):
         assert re.fullmatch(pattern, line), line
-    models, chat, messages = gw.requests_for("dep-main")
+    models, chat, messages, completion, embeddings = gw.requests_for("dep-main")
     assert (models.method, models.path, models.auth_via) == ("GET", "/v1/models", "bearer")
     assert (chat.path, chat.auth_via) == ("/v1/chat/completions", "bearer")
     assert (messages.path, messages.auth_via) == ("/v1/messages", "x-api-key")
@@ -89,6 +95,9 @@ def test_a_healthy_deployment_passes_every_check_through_the_real_auth_headers(g
         assert request.json == {"model": "local", "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}
     assert messages.headers["anthropic-version"] == "2023-06-01"
     assert "authorization" not in messages.headers
+    assert (completion.path, completion.auth_via) == ("/v1/completions", "bearer")
+    assert completion.json == {"model": "local", "prompt": "Say OK.", "max_tokens": 1}
+    assert (embeddings.path, embeddings.auth_via, embeddings.json) == ("/v1/embeddings", "bearer", {"input": "OK"})
 
 
 def test_llama_server_itself_passes_with_its_key(llama_server: LlamaServer, tmp_path: Path) -> None:
@@ -105,7 +114,7 @@ def test_deployments_are_checked_concurrently_and_printed_in_order(gw: Gateway, 
     out = doctor(two_deployments(gw, tmp_path))
     assert out.returncode == 0, out.stdout + out.stderr
     subjects = [line[5:].split(":")[0] for line in lines(out)[1:-1]]
-    assert subjects == ["main"] * 5 + ["other"] * 5
+    assert subjects == ["main"] * 7 + ["other"] * 7
     main_first, other_first = gw.requests_for("dep-main")[0], gw.requests_for("dep-other")[0]
     assert abs(other_first.at - main_first.at) < 1.0  # "other" did not wait for "main"
     other_last = gw.requests_for("dep-other")[-1]
@@ -147,9 +156,9 @@ def test_one_failing_deployment_fails_the_run_but_not_the_others(gw: Gateway, tm
     gw.set_unknown("dep-other")
     out = doctor(two_deployments(gw, tmp_path))
     assert out.returncode == 1
-    assert [line for line in lines(out) if line.startswith("ok   main:")] == lines(out)[1:6]
-    assert lines(out)[7].startswith("FAIL other: not found: Deployment 'other' was not found (HTTP 404")
-    assert "Check its deployment id or base URL" in lines(out)[7]
+    assert [line for line in lines(out) if line.startswith("ok   main:")] == lines(out)[1:8]
+    assert lines(out)[9].startswith("FAIL other: not found: Deployment 'other' was not found (HTTP 404")
+    assert "Check its deployment id or base URL" in lines(out)[9]
 
 
 def test_an_unreachable_deployment_says_so_and_checks_nothing_else() -> None:
@@ -232,13 +241,46 @@ def test_a_missing_messages_route_is_blamed_on_the_route_not_the_deployment(open
         "(/v1/models answered, so this server may not offer /v1/messages: update llama-server, or leave the "
         "messages tool out with GGUF_MCP_TOOLS.)"
     )
+    # Completions and embeddings are not served either: information (`--`), not failures.
+    assert (
+        "--   default: completion not served: Deployment 'default' answered but has no such route (HTTP 404: File "
+        "Not Found). Its llama-server may be too old for this API, or the base URL points below the deployment's "
+        "root. The complete tool answers so when called; if that is expected, leave it out with GGUF_MCP_TOOLS."
+    ) in lines(out)
+    assert any(line.startswith("--   default: embeddings not served: ") for line in lines(out))
+    assert lines(out)[-1] == "1 check failed; fix it and run again."
+
+
+@pytest.mark.anyio
+async def test_a_server_without_embeddings_is_ready_and_told_what_embed_will_answer(
+    tiny_model_path: Path, tmp_path: Path
+) -> None:
+    """llama-server started without --embeddings (the README's quick start) answers 501 there."""
+    with running_llama_server(tiny_model_path, LLAMA_KEY, embeddings=False, log_path=tmp_path / "llama.log") as llama:
+        env = {"GGUF_BASE_URL": llama.url, "MODELSLAB_API_KEY": LLAMA_KEY}
+        out = doctor(env)
+        async with Bridge("stdio", tmp_path).connect(env) as client:
+            embedded = await client.call_tool("embed", {"input": "hello"})
+    assert out.returncode == 0, out.stdout
+    (note,) = [line for line in lines(out) if "embeddings" in line] or [f"no embeddings line in:\n{out.stdout}"]
+    told = text_of(embedded).removeprefix("Error executing tool embed: ")
+    assert embedded.is_error and "llama-server needs --embeddings" in told
+    assert note == (
+        f"--   default: embeddings not served: {told} The embed tool answers so when called; if that is expected, "
+        "leave it out with GGUF_MCP_TOOLS."
+    )
+    assert "Start it with `--embeddings`" in note  # llama.cpp's own words
+    assert any(line.startswith("ok   default: completion answered (POST /v1/completions") for line in lines(out))
+    assert lines(out)[-1] == "All 7 checks passed (1 route not served): gguf-mcp is ready for your MCP client."
 
 
 def test_tools_left_out_are_not_checked(openai_only: str) -> None:
     out = doctor({"GGUF_BASE_URL": openai_only, "GGUF_MCP_TOOLS": "list_models,chat"})
     assert out.returncode == 0, out.stdout
     assert "--   default: messages not checked: GGUF_MCP_TOOLS leaves the messages tool out" in lines(out)
-    assert lines(out)[-1] == "All 5 checks passed (1 not applicable): gguf-mcp is ready for your MCP client."
+    assert "--   default: completion not checked: GGUF_MCP_TOOLS leaves the complete tool out" in lines(out)
+    assert "--   default: embeddings not checked: GGUF_MCP_TOOLS leaves the embed tool out" in lines(out)
+    assert lines(out)[-1] == "All 5 checks passed (3 not applicable): gguf-mcp is ready for your MCP client."
 
 
 # --- configuration and the command line ------------------------------------------------------------
@@ -304,3 +346,31 @@ def test_a_missing_key_is_named_as_missing_not_as_rejected(gw: Gateway) -> None:
     assert lines(out)[2].startswith("FAIL default: key missing: Deployment 'default' asks for an API key (HTTP 401")
     assert "and MODELSLAB_API_KEY is not set" in lines(out)[2]
     assert "rejected the API key" not in out.stdout
+
+
+@dataclass(frozen=True)
+class HeldUntil(Fault):
+    """The deployment's own answer, once the test says so."""
+
+    go: threading.Event
+
+    async def answer(self, exchange: Exchange) -> None:
+        await asyncio.to_thread(self.go.wait, 30)
+        await exchange.pass_through()
+
+
+def test_a_reader_that_leaves_ends_doctor_quietly(gw: Gateway) -> None:
+    """`gguf-mcp doctor | head -1`: the reader takes the first line and goes; doctor's next line meets a
+    closed pipe (the deployment answers only then), and doctor stops without a traceback."""
+    go = threading.Event()
+    gw.inject("dep-main", HeldUntil(go))
+    env = base_env() | {"GGUF_BASE_URL": gw.base_url_for("dep-main"), "MODELSLAB_API_KEY": ACCOUNT_KEY}
+    with subprocess.Popen(
+        [sys.executable, "-m", "gguf_mcp", "doctor"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline().startswith("ok   configuration: ")
+        process.stdout.close()
+        go.set()
+        assert process.wait(timeout=60) == 141  # what a shell shows for a program stopped by SIGPIPE
+        assert process.stderr.read() == ""

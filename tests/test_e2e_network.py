@@ -136,7 +136,9 @@ async def test_https_through_a_proxy_is_tunnelled_so_the_proxy_never_sees_the_ke
     assert PROXY_PASSWORD not in bridge.seen_text()
 
 
-@pytest.mark.parametrize("command", [[], ["--transport", "http"], ["doctor"]], ids=["stdio", "http", "doctor"])
+@pytest.mark.parametrize(
+    "command", [[], ["--transport", "http"], ["doctor"], ["ask", "Hi"]], ids=["stdio", "http", "doctor", "ask"]
+)
 def test_an_unsupported_proxy_scheme_stops_the_start_with_one_line_without_its_credentials(
     gw: Gateway, command: list[str]
 ) -> None:

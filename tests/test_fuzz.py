@@ -215,12 +215,13 @@ DEPLOYMENT_NAMES = st.one_of(st.sampled_from(["main", "spare", "nope", "../main"
 def typed(prop: dict[str, Any], *, spill: float) -> st.SearchStrategy[Any]:
     """Values of the advertised type; numbers within the advertised bounds widened by `spill` on
     each side (0: valid; more: what a model gets almost right)."""
-    types = prop.get("type", [])
-    types = [types] if isinstance(types, str) else types
-    options: list[st.SearchStrategy[Any]] = []
+    branches = prop.get("anyOf", [prop])  # an optional argument: its type, or null
+    types = [branch.get("type") for branch in branches]
+    bounds = {key: value for branch in branches for key, value in branch.items() if key != "type"}
+    options: list[st.SearchStrategy[Any]] = [st.none()] if "null" in types else []
     if "number" in types or "integer" in types:
-        low = prop.get("minimum", prop.get("exclusiveMinimum", -10))
-        high = prop.get("maximum", prop.get("exclusiveMaximum", 10))
+        low = bounds.get("minimum", bounds.get("exclusiveMinimum", -10))
+        high = bounds.get("maximum", bounds.get("exclusiveMaximum", 10))
         options.append(st.integers(int(low - spill), int(high + spill)))
         if "number" in types:
             options.append(st.floats(low - spill, high + spill))

@@ -95,7 +95,7 @@ def test_pipx_run_from_the_wheel_answers_help_and_doctor(wheel: Path, gw: Gatewa
         [str(BIN / "pipx"), "run", "--spec", str(wheel), "gguf-mcp", "doctor"], env | deployment_env(gw), tmp_path
     )
     assert doctor_out.returncode == 0, doctor_out.stdout + doctor_out.stderr
-    assert "All 6 checks passed" in doctor_out.stdout
+    assert "All 8 checks passed" in doctor_out.stdout
     installed = [p for p in (home / "pipx").rglob("site-packages/gguf_mcp/cli.py") if p.is_file()]
     assert len(installed) == 1  # the wheel's copy, in pipx's own venv
     assert not installed[0].resolve().is_relative_to(ROOT)

@@ -25,6 +25,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from tests.support.gateway import ACCOUNT_KEY, Gateway
+from tests.support.llama import running_llama_server
 
 pytestmark = pytest.mark.anyio
 
@@ -36,6 +37,8 @@ PLACEHOLDER_COMMAND = "/absolute/path/to/.venv/bin/gguf-mcp"
 PLACEHOLDER_KEY = "your-modelslab-api-key"
 PLACEHOLDER_ID = "your-deployment-id"
 USER = [{"role": "user", "content": "Hello there"}]
+THIS_CHECKOUT = {"PYTHONPATH": str(ROOT)}
+"""The installed gguf-mcp runs this checkout's code (a worktree's too, not the one the venv was made from)."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,7 @@ ENTRIES: dict[str, Callable[[Path], ServerEntry]] = {
 @pytest.mark.parametrize("client", list(ENTRIES))
 async def test_client_snippet_starts_a_working_server(client: str, gw: Gateway, tmp_path: Path) -> None:
     entry = filled_in(ENTRIES[client](tmp_path), gw)
-    env = {"PATH": DESKTOP_PATH, **entry.env}  # the SDK adds HOME, USER, SHELL... as desktop apps do
+    env = {"PATH": DESKTOP_PATH, **entry.env, **THIS_CHECKOUT}  # the SDK adds HOME, USER, SHELL... as desktop apps do
     params = StdioServerParameters(command=entry.command, args=entry.args, env=env, cwd=str(tmp_path))
     errlog = tmp_path / "server.stderr"
     with errlog.open("w") as err:
@@ -195,16 +198,67 @@ def test_the_doctor_snippet_checks_the_deployment(gw: Gateway, tmp_path: Path) -
     out = subprocess.run(
         ["/bin/bash", "-c", script],
         input=ACCOUNT_KEY + "\n",
-        env={"PATH": DESKTOP_PATH, "HOME": str(tmp_path)},
+        env={"PATH": DESKTOP_PATH, "HOME": str(tmp_path), **THIS_CHECKOUT},
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.splitlines()[-1] == "All 6 checks passed: gguf-mcp is ready for your MCP client."
+    assert out.stdout.splitlines()[-1] == "All 8 checks passed: gguf-mcp is ready for your MCP client."
     assert ACCOUNT_KEY not in out.stdout + out.stderr
-    assert [r.path for r in gw.requests_for("dep-main")] == ["/v1/models", "/v1/chat/completions", "/v1/messages"]
+    routes = ["/v1/models", "/v1/chat/completions", "/v1/messages", "/v1/completions", "/v1/embeddings"]
+    assert [r.path for r in gw.requests_for("dep-main")] == routes
+
+
+def test_the_first_answer_snippet_streams_an_answer_after_doctor(gw: Gateway, tmp_path: Path) -> None:
+    """README, A first answer: in the terminal of Check the setup (the key typed there), `ask` answers."""
+    _, setup = code_after("\n## Check the setup\n")
+    language, text = code_after("\n## A first answer from the terminal\n")
+    assert language == "bash"
+    url = gw.base_url_for("dep-main")
+    script = (setup + text).replace(f"GGUF_DEPLOYMENT_ID={PLACEHOLDER_ID}", f"GGUF_BASE_URL={url}")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "gguf-mcp").symlink_to(INSTALLED)
+    out = subprocess.run(
+        ["/bin/bash", "-c", script],
+        input=ACCOUNT_KEY + "\n",
+        env={"PATH": DESKTOP_PATH, "HOME": str(tmp_path), **THIS_CHECKOUT},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    _, ready, answer = out.stdout.partition("gguf-mcp is ready for your MCP client.\n")
+    assert ready and len(answer) > 1 and answer.endswith("\n"), out.stdout  # doctor's verdict, then the answer
+    assert ACCOUNT_KEY not in out.stdout + out.stderr
+    asked = gw.requests_for("dep-main")[-1]
+    assert (asked.path, asked.auth_via) == ("/v1/chat/completions", "bearer")
+    assert asked.json is not None and asked.json["stream"] is True
+    assert asked.json["messages"] == [{"role": "user", "content": "Say hello in five words."}]
+    assert asked.json["max_tokens"] == 64
+
+
+def test_the_quick_start_runs_as_written_against_a_plain_llama_server(tiny_model_path: Path, tmp_path: Path) -> None:
+    """README, Try it without a GGUF Cloud account: a keyless llama-server started the quick start's way
+    (no --embeddings), then doctor and ask exactly as written: ready, and an answer."""
+    _, text = code_after("point gguf-mcp at it; no key is needed")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "gguf-mcp").symlink_to(INSTALLED)
+    with running_llama_server(tiny_model_path, "", embeddings=False, log_path=tmp_path / "llama.log") as llama:
+        out = subprocess.run(
+            ["/bin/bash", "-ec", text.replace("http://127.0.0.1:8080", llama.url)],
+            env={"PATH": DESKTOP_PATH, "HOME": str(tmp_path), **THIS_CHECKOUT},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    assert out.returncode == 0, out.stdout + out.stderr
+    checks, ready, answer = out.stdout.partition("gguf-mcp is ready for your MCP client.\n")
+    assert "\n--   default: embeddings not served: " in checks
+    assert ready and len(answer) > 1 and answer.endswith("\n"), out.stdout  # doctor's verdict, then the answer
 
 
 def test_the_wheel_commands_name_this_version() -> None:
@@ -240,7 +294,7 @@ def test_the_run_snippet_starts_the_server_as_written(gw: Gateway, tmp_path: Pat
     out = subprocess.run(
         ["/bin/bash", "-c", script],
         input=ACCOUNT_KEY + "\n" + json.dumps(request) + "\n",
-        env={"PATH": DESKTOP_PATH, "HOME": str(tmp_path)},
+        env={"PATH": DESKTOP_PATH, "HOME": str(tmp_path), **THIS_CHECKOUT},
         cwd=tmp_path,
         capture_output=True,
         text=True,

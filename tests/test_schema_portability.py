@@ -6,6 +6,9 @@
 - The OpenAI Agents SDK converts every tool to strict mode except where an argument is free-form
   JSON by nature (`FREE_FORM`, with the reason); each argument is also converted on its own.
 - Pydantic AI's OpenAI strict mode takes every tool and every argument (no untyped array).
+- Strict mode makes every argument required, so a model must send each one: both strict converters'
+  schemas take `null` for every optional argument of every tool, and the call made that way, through
+  the framework's own MCP client, succeeds against llama.cpp's server (nothing had to be invented).
 
 Every client lists the tools over Streamable HTTP from the same two ``gguf-mcp --transport http``
 processes: one deployment, and two (where a `deployment` argument is offered). The frameworks run
@@ -35,6 +38,7 @@ from gguf_mcp.config import TOOL_NAMES, load_settings
 from gguf_mcp.tools import build_tools
 from tests.support.bridge import base_env, running_http_server
 from tests.support.frameworks import ensure_framework
+from tests.support.llama import LLAMA_KEY, running_llama_server
 from tests.support.node_tools import ensure_node_tools
 
 pytestmark = pytest.mark.timeout(600)  # a first run builds the environments (minutes)
@@ -42,6 +46,7 @@ pytestmark = pytest.mark.timeout(600)  # a first run builds the environments (mi
 ROOT = Path(__file__).resolve().parents[1]
 CONVERSIONS = ROOT / "tests" / "support" / "schema_conversions.py"
 FRAMEWORK_NAMES = ("llama-index", "openai-agents", "pydantic-ai")
+STRICT_CONVERTERS = ("openai-agents", "pydantic-ai")
 RUN_TIMEOUT_S = 180.0
 CANARY_KEY = "canary-schema-portability-key"
 SEVERAL = '[deployments.a]\nbase_url = "http://127.0.0.1:9"\n[deployments.b]\nbase_url = "http://127.0.0.1:8"\n'
@@ -109,6 +114,15 @@ FORMS: Mapping[str, list[dict[str, Any]]] = {
 }
 """Every form of every argument, as callers send them today."""
 
+REQUIRED: Mapping[str, dict[str, Any]] = {
+    "list_models": {},
+    "chat": {"messages": USER},
+    "messages": {"messages": USER, "max_tokens": 2},
+    "complete": {"prompt": "Once"},
+    "embed": {"input": "hello"},
+}
+"""Each tool's required arguments; a strict model sends `null` for every other one."""
+
 
 def forms(with_deployment: bool) -> dict[str, list[dict[str, Any]]]:
     if not with_deployment:
@@ -125,13 +139,17 @@ def server_configs(workdir: Path) -> dict[str, dict[str, str]]:
 
 
 def run_framework(name: str, urls: Mapping[str, str]) -> dict[str, Any]:
+    servers = {label: {"url": url, "samples": forms(label == "several")} for label, url in urls.items()}
+    return run_conversions(name, {"servers": servers})
+
+
+def run_conversions(name: str, request: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
     python = ensure_framework(name)
     ready = time.monotonic()
-    servers = {label: {"url": url, "samples": forms(label == "several")} for label, url in urls.items()}
     out = subprocess.run(
         [str(python), str(CONVERSIONS), name],
-        input=json.dumps({"servers": servers}),
+        input=json.dumps(request),
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OPENAI_AGENTS_DONT_LOG_TOOL_DATA": "0"},
         capture_output=True,
         text=True,
@@ -155,23 +173,39 @@ def run_inspector(urls: Mapping[str, str]) -> dict[str, Any]:
     return runs
 
 
+def llama_config(workdir: Path, url: str) -> dict[str, str]:
+    """Two deployments on llama.cpp's server, so that `deployment` is an optional argument too."""
+    config = workdir / "llama.toml"
+    config.write_text(f'[deployments.a]\nbase_url = "{url}"\n[deployments.b]\nbase_url = "{url}"\n')
+    return base_env() | {"GGUF_MCP_CONFIG": str(config), "MODELSLAB_API_KEY": LLAMA_KEY}
+
+
 @pytest.fixture(scope="module")
-def checks() -> Iterator[Mapping[str, Future[dict[str, Any]]]]:
-    """Every client's run, started together against the same two servers; a test waits for its own."""
+def checks(tiny_model_path: Path) -> Iterator[Mapping[str, Future[dict[str, Any]]]]:
+    """Every client's run, started together against the same servers; a test waits for its own.
+
+    The strict converters' calls go to llama.cpp's server, started with a default of 4 tokens: a
+    call that leaves max_tokens unset would otherwise generate a whole context (about 20 s)."""
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="schema-portability-")))
         urls = {
             label: stack.enter_context(running_http_server(env, tmp / f"{label}.log"))
             for label, env in server_configs(tmp).items()
         }
-        pool = stack.enter_context(ThreadPoolExecutor(len(FRAMEWORK_NAMES) + 1))
+        llama = stack.enter_context(running_llama_server(tiny_model_path, LLAMA_KEY, n_predict=4))
+        on_llama = stack.enter_context(running_http_server(llama_config(tmp, llama.url), tmp / "llama.log"))
+        null_calls = {"null_calls": {"url": on_llama, "required": REQUIRED}}
+        pool = stack.enter_context(ThreadPoolExecutor(len(FRAMEWORK_NAMES) + 1 + len(STRICT_CONVERTERS)))
         futures = {name: pool.submit(run_framework, name, urls) for name in FRAMEWORK_NAMES}
         futures["inspector"] = pool.submit(run_inspector, urls)
+        for name in STRICT_CONVERTERS:
+            futures[f"{name} null calls"] = pool.submit(run_conversions, name, null_calls)
         yield futures
         for future in futures.values():
             future.exception()  # the servers stop once nobody uses them
-        for label in urls:
+        for label in [*urls, "llama"]:
             assert CANARY_KEY not in (tmp / f"{label}.log").read_text()
+            assert LLAMA_KEY not in (tmp / f"{label}.log").read_text()
 
 
 def test_the_samples_are_what_gguf_mcp_accepts(tmp_path: Path) -> None:
@@ -222,3 +256,29 @@ def test_pydantic_ai_openai_strict_mode_takes_every_tool(checks: Mapping[str, Fu
         for name, tool in report.items():
             refused = {arg: r["error"] for arg, r in tool["arguments"].items() if not r["strict"]}
             assert tool["strict"] and not refused, f"pydantic-ai ({label}) {name}: {tool['error']} {refused}"
+
+
+@pytest.mark.parametrize("converter", STRICT_CONVERTERS)
+def test_a_strict_model_can_leave_every_optional_argument_unset_with_null(
+    converter: str, checks: Mapping[str, Future[dict[str, Any]]], tmp_path: Path
+) -> None:
+    report = checks[f"{converter} null calls"].result()
+    assert list(report) == list(TOOL_NAMES)
+    settings = load_settings({}, llama_config(tmp_path, "http://127.0.0.1:9"))
+    refused: dict[str, list[str]] = {}
+    failed: dict[str, str] = {}
+    for tool in build_tools(settings):
+        call = report[tool.name]
+        optional = set(tool.parameters["properties"]) - set(tool.parameters.get("required", ()))
+        assert {name for name, value in call["arguments"].items() if value is None} == optional, call
+        # (A strict schema closes every object, so it refuses the free-form required ones: FREE_FORM.)
+        if set(call["refused"]) & optional:
+            refused[tool.name] = sorted(set(call["refused"]) & optional)
+        if call["error"] is not None:
+            failed[tool.name] = call["error"]
+    assert not refused, f"{converter}: the strict schemas refuse null for {refused}"
+    assert not failed, f"{converter}: calls with every optional argument null failed: {failed}"
+    # The tools where it matters most: OpenAI Agents converts them whole, so every argument is required.
+    if converter == "openai-agents":
+        whole = {name for name, call in report.items() if call["whole_tool_strict"]}
+        assert whole == {"list_models", "complete", "embed"}

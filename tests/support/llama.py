@@ -133,12 +133,15 @@ def running_llama_server(
     embeddings: bool = True,
     alias: str = MODEL_ALIAS,
     log_path: Path | None = None,
+    n_predict: int | None = None,
 ) -> Iterator[LlamaServer]:
     """Start llama.cpp's server on a free loopback port, yield it once healthy, then stop it.
 
     The server has ``api_key`` (``""``: none, so any request is accepted; for benchmarks against
     clients that send no key), 4 parallel slots, metrics, no prompt cache (so usage counts are
     the same on every request) and, with ``embeddings``, ``/v1/embeddings`` with mean pooling.
+    ``n_predict`` caps the tokens of a request that names no limit (default: the whole context,
+    about 20 s of generation for the tiny model).
     The kind is ``"binary"`` if ``$GGUF_MCP_TEST_LLAMA_SERVER`` is set, else ``"xllamacpp"``.
     Output overwrites ``log_path`` (default: a temporary file, deleted after a clean exit).
     Raises :class:`LlamaServerError` with the log's tail if the server does not become healthy
@@ -148,6 +151,8 @@ def running_llama_server(
     the thread that started it exits, so a crashed test run cannot leave it behind.
     """
     kind, argv = _server_command(model_path, alias=alias, embeddings=embeddings)
+    if n_predict is not None:
+        argv += ["--n-predict", str(n_predict)]
     owns_log = log_path is None
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")

@@ -18,6 +18,8 @@ installs into a new directory and never mixes versions.
   concurrent pytest processes wait for one installer instead of racing.
 
 Only the one-time install needs ``npm`` on PATH (verified with npm 11.19.1 running on Node 20).
+Imports nothing outside the standard library: scripts/build-bundle.py uses it after a plain
+``pip install .`` (the ``node_tools`` fixture is in tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 NODE_VERSION = "22.23.3"
 """Node runtime; ``npm install node@22`` resolved to this on 2026-11-25."""
@@ -472,9 +472,3 @@ def ensure_node_tools() -> NodeTools:
     if tools is None:
         raise NodeToolsError(f"{target} is incomplete right after installing it")
     return tools
-
-
-@pytest.fixture(scope="session")
-def node_tools() -> NodeTools:
-    """The pinned Node 22, conformance suite, Inspector and mcpb CLI (installed on first use)."""
-    return ensure_node_tools()
