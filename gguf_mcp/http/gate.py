@@ -25,6 +25,7 @@ import anyio
 from mcp.server.auth.middleware.bearer_auth import RequireAuthMiddleware
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,11 +52,14 @@ and the exception (one debug line), and `ClientGoneFilter` the SDK's traceback.
 
 
 class ClientGoneFilter(logging.Filter):
-    """Drops the SDK's traceback for a session closed under an answered request (see _CLIENT_GONE)."""
+    """Drops the SDK's traceback for a client gone: its session closed under an answered request
+    (see _CLIENT_GONE), or its connection closed before the request's body was complete (by the
+    client, or by the body deadline of connections.py)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not (record.msg == "Error handling POST request" and isinstance(error, _CLIENT_GONE))
+        gone = isinstance(error, (*_CLIENT_GONE, ClientDisconnect))
+        return not (gone and record.msg == "Error handling POST request")
 
 
 class RequestIds:
