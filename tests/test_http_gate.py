@@ -25,16 +25,10 @@ from gguf_mcp.http import build_app
 from gguf_mcp.http.auth import StaticTokenVerifier
 from gguf_mcp.state import AppState
 from gguf_mcp.upstream import UpstreamClient
+from tests.support.bridge import INITIALIZE, MCP_HEADERS
 
 TOKEN = "tok-canary-gate-4f1c9e2a7b3d5e80"
 BASE = "http://127.0.0.1:8000"
-INITIALIZE: dict[str, Any] = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
-}
-MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 BEARER = {"authorization": f"Bearer {TOKEN}"}
 
 

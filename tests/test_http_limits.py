@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +17,8 @@ import uvicorn
 
 from gguf_mcp.config import load_settings
 from tests.support.bridge import (
+    INITIALIZE,
+    MCP_HEADERS,
     Launcher,
     ServerProcess,
     connect_http,
@@ -30,17 +31,7 @@ from tests.support.frameworks import OVERLAYS, ensure_framework
 from tests.support.gateway import Gateway
 
 TOKEN = "tok-canary-limits-7c2e9a41d0b85f36"
-INITIALIZE: dict[str, Any] = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
-}
-HEADERS = {
-    "accept": "application/json, text/event-stream",
-    "content-type": "application/json",
-    "authorization": f"Bearer {TOKEN}",
-}
+HEADERS = MCP_HEADERS | {"authorization": f"Bearer {TOKEN}"}
 PYPROJECT = Path(__file__).parents[1] / "pyproject.toml"
 BOUND_S = 30.0
 """Longest any wait here may take: a bound on a loop, not a timing assertion."""

@@ -20,6 +20,8 @@ from mcp import MCPError
 
 from tests.support import netns
 from tests.support.bridge import (
+    INITIALIZE,
+    MCP_HEADERS,
     ServerProcess,
     base_env,
     connect_http,
@@ -34,13 +36,6 @@ TOKEN = "tok-canary-client-5e1d7a90c3b24f68"
 PROXY_HOST = "mcp.example.com"
 APP_ORIGIN = "https://app.example.com"
 USER = [{"role": "user", "content": "Hello there"}]
-INITIALIZE: dict[str, Any] = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
-}
-MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import Scope
@@ -63,6 +64,12 @@ def _local_names(settings: Settings) -> list[str]:
     return names
 
 
+def _with_any_port(keys: Iterable[HostKey]) -> set[HostKey]:
+    """`keys`, each written without a port also matching any port (`name:*`)."""
+    found = set(keys)
+    return found | {(name, _ANY_PORT) for name, port in found if port is None}
+
+
 class HostRules:
     """The Host and Origin values to accept: loopback, the bind address, and the configured extras.
 
@@ -71,11 +78,11 @@ class HostRules:
     """
 
     def __init__(self, settings: Settings) -> None:
-        local = {(name, port) for name in _local_names(settings) for port in (None, _ANY_PORT)}
-        extras = [key for key in map(_host_key, settings.allowed_hosts) if key is not None]
-        self._hosts = local | set(extras) | {(name, _ANY_PORT) for name, port in extras if port is None}
-        origins = (_origin_key(origin.rstrip("/")) for origin in settings.allowed_origins)
-        self._origins = {("http", host) for host in local} | {key for key in origins if key is not None}
+        local = _with_any_port((name, None) for name in _local_names(settings))
+        self._hosts = local | _with_any_port(filter(None, map(_host_key, settings.allowed_hosts)))
+        self._origins: dict[str, set[HostKey]] = {"http": local}
+        for scheme, host in filter(None, (_origin_key(o.rstrip("/")) for o in settings.allowed_origins)):
+            self._origins.setdefault(scheme, set()).add(host)
 
     def host(self, value: str) -> bool:
         key = _host_key(value)
@@ -83,10 +90,7 @@ class HostRules:
 
     def origin(self, value: str) -> bool:
         key = _origin_key(value)
-        if key is None:
-            return False
-        scheme, host = key
-        return _allowed(host, {h for s, h in self._origins if s == scheme})
+        return key is not None and _allowed(key[1], self._origins.get(key[0], set()))
 
 
 def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

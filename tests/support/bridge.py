@@ -37,6 +37,14 @@ from tests.support.gateway import ACCOUNT_KEY, Gateway
 from tests.support.proc import stop
 
 Transport = Literal["stdio", "http"]
+INITIALIZE: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
+"""An MCP initialize request, for raw HTTP requests (POST it with MCP_HEADERS)."""
+MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.bridge import http_server, uvicorn_workers_argv
+from tests.support.bridge import INITIALIZE, MCP_HEADERS, http_server, uvicorn_workers_argv
 from tests.support.gateway import running_gateway
 
 ADDRESS = "192.0.2.1"  # TEST-NET-1 (RFC 5737): documentation only, never routed
@@ -51,13 +51,6 @@ def unavailable() -> str | None:
 
 
 def _probe(uvicorn_flags: list[str]) -> None:
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
-    }
-    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
     with running_gateway() as gateway, tempfile.TemporaryDirectory() as workdir:
 
         def launcher(port: int) -> list[str]:
@@ -66,7 +59,7 @@ def _probe(uvicorn_flags: list[str]) -> None:
         with http_server(gateway, Path(workdir), launcher=launcher, host=ADDRESS) as server:
             # A non-browser client can claim any Host; the address the connection reached cannot lie.
             spoofed = httpx.post(
-                server.url, json=initialize, headers=headers | {"host": f"127.0.0.1:{server.port}"}, timeout=10
+                server.url, json=INITIALIZE, headers=MCP_HEADERS | {"host": f"127.0.0.1:{server.port}"}, timeout=10
             )
             health = httpx.get(f"{server.root}/healthz", timeout=10)
         report = {
