@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import anyio
 from mcp.server.auth.middleware.bearer_auth import RequireAuthMiddleware
@@ -96,10 +96,11 @@ class RequestIds:
             request_id.reset(token)
 
 
-def guard_routes(app: Starlette, rules: HostRules, probes: Collection[str], mcp_methods: Collection[str]) -> None:
+def guard_routes(app: Starlette, rules: HostRules, probes: Collection[str], mcp_methods: Sequence[str]) -> None:
     """Attach its checks to each route of `app` (the SDK's app: `/mcp`, and the routes added to it).
 
     `probes` are the paths that answer a bare IP address as Host; `mcp_methods` those `/mcp` serves.
+    Whether the server has client credentials is the SDK's to say: its `/mcp` requires them.
     """
     routes = [route for route in app.routes if isinstance(route, Route)]
     if len(routes) != len(app.routes):
@@ -112,7 +113,7 @@ def guard_routes(app: Starlette, rules: HostRules, probes: Collection[str], mcp_
         route.app = _RouteChecks(route.app, rules, probe=probe, loopback_only=not (probe or credentials))
 
 
-def _behind_the_verdict(endpoint: ASGIApp, methods: Collection[str]) -> ASGIApp:
+def _behind_the_verdict(endpoint: ASGIApp, methods: Sequence[str]) -> ASGIApp:
     """`/mcp`'s endpoint with the 405 between the SDK's auth and its transport, and the 401 explained.
 
     The SDK offers no hook there: its app routes `/mcp` to `RequireAuthMiddleware(transport)` when
@@ -127,10 +128,10 @@ def _behind_the_verdict(endpoint: ASGIApp, methods: Collection[str]) -> ASGIApp:
 class _ServedMethods:
     """The one 405 of `/mcp`: anything but `methods` (POST, and DELETE when sessions are kept)."""
 
-    def __init__(self, app: ASGIApp, methods: Collection[str]) -> None:
+    def __init__(self, app: ASGIApp, methods: Sequence[str]) -> None:
         self._app = app
         self._methods = frozenset(methods)
-        self._allow = ", ".join(sorted(methods, key=["POST", "DELETE"].index))
+        self._allow = ", ".join(methods)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] not in self._methods:

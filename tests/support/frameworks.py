@@ -6,6 +6,9 @@ share gguf-mcp's environment: LangChain's MCP adapters require `mcp` 1.x while g
 2.x, and the others are kept apart too, so each snippet runs with exactly what a user of that
 framework installs (and gguf-mcp's own venv stays lean).
 
+`OVERLAYS` are environments of another kind, built the same way: a pinned package alone (no
+dependencies) in front of this venv's packages, e.g. the newest uvicorn under gguf-mcp.
+
 Same recipe as `tests/support/node_tools.py`: the hash covers everything that decides the
 install (`FRAMEWORKS`, `EXCLUDE_NEWER`, the Python version, `LAYOUT`); uv resolves as the index
 was at `EXCLUDE_NEWER` (its ``--exclude-newer``, npm's ``--before``); the install goes to a
