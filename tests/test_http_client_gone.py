@@ -13,10 +13,8 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.support.bridge import base_env, canned_deployments, connect_http, free_port, gguf_mcp_argv, serving
+from tests.support.bridge import connect_http, http_server
 from tests.support.gateway import Fault, Gateway
-
-pytestmark = pytest.mark.anyio
 
 TOKEN = "tok-canary-gone-1e8b5d3a7c90f246"
 USER = [{"role": "user", "content": "Hello there"}]
@@ -36,9 +34,7 @@ async def call_chat(client: Client) -> None:
 async def test_cancelling_a_streamed_call_and_closing_the_session_at_once_logs_no_traceback(
     gateway: Gateway, tmp_path: Path, mode: str
 ) -> None:
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"]) | {"GGUF_MCP_AUTH_TOKEN": TOKEN}
-    port = free_port()
-    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+    with http_server(gateway, tmp_path, {"GGUF_MCP_AUTH_TOKEN": TOKEN}) as server:
         for round_ in range(ROUNDS):
             gateway.inject("alpha", Fault.stall(30))  # headers, then silence: the call is mid-stream
             # Leaving the client closes the session, right behind the cancellation.
@@ -57,10 +53,7 @@ async def test_cancelling_a_streamed_call_and_closing_the_session_at_once_logs_n
 
 
 async def test_at_debug_level_a_client_gone_is_one_line_without_traceback(gateway: Gateway, tmp_path: Path) -> None:
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"])
-    env |= {"GGUF_MCP_AUTH_TOKEN": TOKEN, "GGUF_MCP_LOG_LEVEL": "debug"}
-    port = free_port()
-    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+    with http_server(gateway, tmp_path, {"GGUF_MCP_AUTH_TOKEN": TOKEN, "GGUF_MCP_LOG_LEVEL": "debug"}) as server:
         for round_ in range(ROUNDS):
             gateway.inject("alpha", Fault.stall(30))
             async with connect_http(server.url, TOKEN, mode="legacy") as client, anyio.create_task_group() as tg:

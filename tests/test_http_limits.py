@@ -1,52 +1,40 @@
 """What one client can hold on the HTTP transport: sessions (capped, closed when idle) and
-connections (capped, closed when they do not finish a request header in time)."""
+connections (capped, closed when they do not finish a request header, or its body, in time)."""
 
 from __future__ import annotations
 
+import re
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from gguf_mcp.config import load_settings
 from tests.support.bridge import (
+    INITIALIZE,
+    MCP_HEADERS,
+    Launcher,
     ServerProcess,
-    base_env,
-    canned_deployments,
     connect_http,
-    free_port,
     gguf_mcp_argv,
-    serving,
+    http_server,
+    open_files_limited,
     uvicorn_workers_argv,
 )
+from tests.support.frameworks import OVERLAYS, ensure_framework
 from tests.support.gateway import Gateway
 
-pytestmark = pytest.mark.anyio
-
 TOKEN = "tok-canary-limits-7c2e9a41d0b85f36"
-INITIALIZE: dict[str, Any] = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
-}
-HEADERS = {
-    "accept": "application/json, text/event-stream",
-    "content-type": "application/json",
-    "authorization": f"Bearer {TOKEN}",
-}
+HEADERS = MCP_HEADERS | {"authorization": f"Bearer {TOKEN}"}
+PYPROJECT = Path(__file__).parents[1] / "pyproject.toml"
 BOUND_S = 30.0
 """Longest any wait here may take: a bound on a loop, not a timing assertion."""
-
-
-def limited_env(gateway: Gateway, workdir: Path, **settings: str) -> dict[str, str]:
-    env = base_env() | canned_deployments(gateway, workdir / "d.toml", ["alpha"])
-    return env | {"GGUF_MCP_AUTH_TOKEN": TOKEN} | settings
 
 
 def open_session(http: httpx.Client, server: ServerProcess) -> httpx.Response:
@@ -62,9 +50,8 @@ def test_the_session_defaults_are_a_few_hundred_sessions_idle_ten_minutes() -> N
 
 
 def test_sessions_past_the_cap_get_503_until_one_ends(gateway: Gateway, tmp_path: Path) -> None:
-    port = free_port()
-    env = limited_env(gateway, tmp_path, GGUF_MCP_MAX_SESSIONS="3")
-    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server, httpx.Client(timeout=10) as http:
+    settings = {"GGUF_MCP_AUTH_TOKEN": TOKEN, "GGUF_MCP_MAX_SESSIONS": "3"}
+    with http_server(gateway, tmp_path, settings) as server, httpx.Client(timeout=10) as http:
         opened = [open_session(http, server) for _ in range(3)]
         assert [r.status_code for r in opened] == [200, 200, 200]
         refused = open_session(http, server)
@@ -75,9 +62,8 @@ def test_sessions_past_the_cap_get_503_until_one_ends(gateway: Gateway, tmp_path
 
 
 def test_an_idle_session_is_closed_after_the_idle_time_out(gateway: Gateway, tmp_path: Path) -> None:
-    port = free_port()
-    env = limited_env(gateway, tmp_path, GGUF_MCP_MAX_SESSIONS="1", GGUF_MCP_SESSION_IDLE_TIMEOUT="1")
-    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server, httpx.Client(timeout=10) as http:
+    settings = {"GGUF_MCP_AUTH_TOKEN": TOKEN, "GGUF_MCP_MAX_SESSIONS": "1", "GGUF_MCP_SESSION_IDLE_TIMEOUT": "1"}
+    with http_server(gateway, tmp_path, settings) as server, httpx.Client(timeout=10) as http:
         first = open_session(http, server)
         assert first.status_code == 200
         # The only slot is taken until the first session has idled out; asking for a new one does
@@ -98,23 +84,64 @@ def test_an_idle_session_is_closed_after_the_idle_time_out(gateway: Gateway, tmp
 # --- Connections -----------------------------------------------------------------------------------
 
 HALF_A_HEADER = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: applica"
+ONE_BYTE_OF_BODY = (
+    b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+)
+"""A whole request header to an endpoint that reads the body (no token on loopback), and one byte of it."""
+STALLS = {"idle": b"", "half-a-header": HALF_A_HEADER, "one-byte-of-body": ONE_BYTE_OF_BODY}
 OPEN_FILES = 128
 """The server's open-file limit in these tests: an attack past it needs ~130 sockets, not 1,100."""
 
 
-def limited_argv(port: int) -> list[str]:
-    """gguf-mcp with a small open-file limit, so a modest attack reaches it as 1,100 sockets reach 1,024."""
-    return ["prlimit", f"--nofile={OPEN_FILES}:", "--", *gguf_mcp_argv(port)]
+def uvicorn_worker(port: int) -> list[str]:
+    return uvicorn_workers_argv(port, 1)
+
+
+def newest_uvicorn_worker(port: int) -> list[str]:
+    """The same command, run by a Python whose uvicorn is the newest release (tests/support/frameworks.py)."""
+    _, *rest = uvicorn_workers_argv(port, 1)
+    return [str(ensure_framework("uvicorn-newest")), *rest]
+
+
+def newest_uvicorn_gguf_mcp(port: int) -> list[str]:
+    _, *rest = gguf_mcp_argv(port)
+    return [str(ensure_framework("uvicorn-newest")), *rest]
+
+
+LAUNCHERS = {
+    "gguf-mcp": gguf_mcp_argv,
+    "uvicorn": uvicorn_worker,
+    "newest-uvicorn": newest_uvicorn_worker,
+}
+"""GuardedH11Protocol extends uvicorn's own (not public) class: its guards run under the newest uvicorn too."""
+
+
+def test_the_guards_run_under_each_uvicorn_line_the_dependency_allows() -> None:
+    """pyproject.toml's uvicorn range spans this venv's uvicorn and the newest, which the tests below also run."""
+    python = ensure_framework("uvicorn-newest")
+    code = "import uvicorn; print(uvicorn.__version__)"
+    newest = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert f"uvicorn=={newest}" in OVERLAYS["uvicorn-newest"]
+    assert version_tuple(newest) > version_tuple(uvicorn.__version__)
+    (floor, ceiling), *others = re.findall(r'"uvicorn>=([\d.]+),<([\d.]+)"', PYPROJECT.read_text())
+    assert others == []
+    assert version_tuple(floor) <= version_tuple(uvicorn.__version__)
+    assert version_tuple(newest) < version_tuple(ceiling)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:3])
 
 
 @contextmanager
-def half_headers(server: ServerProcess, count: int) -> Iterator[list[socket.socket]]:
-    """`count` connections that each send half a request header and then wait (slowloris)."""
+def stalled(server: ServerProcess, count: int, sent: bytes) -> Iterator[list[socket.socket]]:
+    """`count` connections that each send `sent` and then wait (slowloris)."""
     with ExitStack() as stack:
         sockets: list[socket.socket] = []
         for _ in range(count):
             sock = stack.enter_context(socket.create_connection((server.host, server.port), timeout=BOUND_S))
-            sock.sendall(HALF_A_HEADER)
+            sock.sendall(sent)
             sockets.append(sock)
         yield sockets
 
@@ -134,15 +161,13 @@ def closed_by_server(sock: socket.socket) -> bool:
     return False
 
 
-@pytest.mark.parametrize("runner", ["gguf-mcp", "uvicorn-workers"])
+@pytest.mark.parametrize("launcher", list(LAUNCHERS.values()), ids=list(LAUNCHERS))
 @pytest.mark.parametrize("sent", [b"", HALF_A_HEADER], ids=["idle", "half-a-header"])
 def test_a_connection_without_a_complete_header_is_closed_after_the_header_time_out(
-    gateway: Gateway, tmp_path: Path, sent: bytes, runner: str
+    gateway: Gateway, tmp_path: Path, sent: bytes, launcher: Launcher
 ) -> None:
-    port = free_port()
-    env = limited_env(gateway, tmp_path, GGUF_MCP_HEADER_TIMEOUT="1")
-    argv = gguf_mcp_argv(port) if runner == "gguf-mcp" else uvicorn_workers_argv(port, 1)
-    with serving(argv, port, env, tmp_path / "stderr") as server:
+    settings = {"GGUF_MCP_AUTH_TOKEN": TOKEN, "GGUF_MCP_HEADER_TIMEOUT": "1"}
+    with http_server(gateway, tmp_path, settings, launcher=launcher) as server:
         with socket.create_connection((server.host, server.port)) as sock:
             sock.sendall(sent)
             assert closed_by_server(sock)
@@ -155,15 +180,43 @@ def test_a_connection_without_a_complete_header_is_closed_after_the_header_time_
     assert "Traceback" not in server.stderr()
 
 
-async def test_past_the_connection_cap_health_and_clients_are_still_answered(gateway: Gateway, tmp_path: Path) -> None:
-    """More half-header connections than the server has file descriptors; the oldest waiting make room."""
-    port = free_port()
-    # A header time-out longer than the test: what keeps the server answering here is the cap.
-    env = limited_env(gateway, tmp_path, GGUF_MCP_MAX_CONNECTIONS="40", GGUF_MCP_HEADER_TIMEOUT="600")
-    with serving(limited_argv(port), port, env, tmp_path / "stderr") as server, half_headers(server, OPEN_FILES + 20):
+@pytest.mark.parametrize("launcher", list(LAUNCHERS.values()), ids=list(LAUNCHERS))
+def test_a_request_whose_body_stalls_is_closed_after_the_body_time_out(
+    gateway: Gateway, tmp_path: Path, launcher: Launcher
+) -> None:
+    """No token on loopback: a whole header and one byte of body reach the MCP endpoint, which waits for the rest."""
+    # A header time-out longer than the test: only the body's deadline can close this connection.
+    settings = {"GGUF_MCP_HEADER_TIMEOUT": "600", "GGUF_MCP_BODY_TIMEOUT": "1"}
+    with http_server(gateway, tmp_path, settings, launcher=launcher) as server:
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.sendall(ONE_BYTE_OF_BODY)
+            assert closed_by_server(sock), "a request body that never completes holds its connection for ever"
+        # A body that does arrive in time is answered as usual, on a connection kept alive.
+        with httpx.Client(timeout=BOUND_S) as http:
+            assert http.post(server.url, json=INITIALIZE, headers=HEADERS).status_code == 200
+            assert http.get(f"{server.root}/healthz").status_code == 200
+    assert "Traceback" not in server.stderr()
+    assert gateway.requests == []
+
+
+@pytest.mark.parametrize(
+    "launcher", [gguf_mcp_argv, newest_uvicorn_gguf_mcp], ids=["gguf-mcp", "gguf-mcp-newest-uvicorn"]
+)
+@pytest.mark.parametrize("sent", list(STALLS.values()), ids=list(STALLS))
+async def test_past_the_connection_cap_health_and_clients_are_still_answered(
+    gateway: Gateway, tmp_path: Path, sent: bytes, launcher: Launcher
+) -> None:
+    """More stalled connections than the server has file descriptors; the ones stalled longest make room.
+
+    No token: on loopback anyone can open these, and reach an endpoint that waits for a body.
+    """
+    # Deadlines longer than the test: what keeps the server answering here is the cap.
+    settings = {"GGUF_MCP_MAX_CONNECTIONS": "40", "GGUF_MCP_HEADER_TIMEOUT": "600", "GGUF_MCP_BODY_TIMEOUT": "600"}
+    limited = open_files_limited(OPEN_FILES, launcher)
+    with http_server(gateway, tmp_path, settings, launcher=limited) as server, stalled(server, OPEN_FILES + 20, sent):
         async with httpx.AsyncClient(timeout=BOUND_S) as http:
             health = await http.get(f"{server.root}/healthz")
-        async with connect_http(server.url, TOKEN) as client:
+        async with connect_http(server.url) as client:
             listed = await client.call_tool("list_models", {})
     assert health.status_code == 200
     assert not listed.is_error

@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support.bridge import base_env, canned_deployments, free_port, gguf_mcp_argv, serving, uvicorn_workers_argv
+from tests.support.bridge import Launcher, gguf_mcp_argv, http_server, uvicorn_workers_argv
 from tests.support.gateway import CANNED_TEXT, Gateway
 from tests.support.load import content_for, run_sessions
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 SESSIONS = 20
 CALLS = 10
 DEPLOYMENTS = ["d0", "d1", "d2", "d3"]
 TOKEN = "tok-canary-load-0b7e5c2a-9d41f6e3b8c2"
 
-SERVERS: dict[str, tuple[Callable[[int], list[str]], dict[str, str]]] = {
+SERVERS: dict[str, tuple[Launcher, dict[str, str]]] = {
     "one-process-stateful": (gguf_mcp_argv, {}),
     "two-workers-stateless": (
         lambda port: uvicorn_workers_argv(port, 2, "--timeout-graceful-shutdown", "5"),
@@ -40,11 +39,9 @@ SERVERS: dict[str, tuple[Callable[[int], list[str]], dict[str, str]]] = {
 async def test_every_call_of_every_session_is_answered_with_its_own_result(
     gateway: Gateway, tmp_path: Path, kind: str
 ) -> None:
-    argv_for, extra_env = SERVERS[kind]
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", DEPLOYMENTS) | extra_env
-    env["GGUF_MCP_AUTH_TOKEN"] = TOKEN
-    port = free_port()
-    with serving(argv_for(port), port, env, tmp_path / "stderr") as server:
+    launcher, settings = SERVERS[kind]
+    settings = settings | {"GGUF_MCP_AUTH_TOKEN": TOKEN}
+    with http_server(gateway, tmp_path, settings, deployments=DEPLOYMENTS, launcher=launcher) as server:
         records, _ = await run_sessions(server.url, SESSIONS, CALLS, DEPLOYMENTS, token=TOKEN)
 
     assert len(records) == SESSIONS * CALLS

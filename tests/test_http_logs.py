@@ -12,18 +12,8 @@ import httpx
 import httpx2
 import pytest
 
-from tests.support.bridge import (
-    base_env,
-    canned_deployments,
-    connect_http,
-    free_port,
-    gguf_mcp_argv,
-    serving,
-    uvicorn_workers_argv,
-)
+from tests.support.bridge import connect_http, gguf_mcp_argv, http_server, uvicorn_workers_argv
 from tests.support.gateway import ACCOUNT_KEY, Gateway
-
-pytestmark = pytest.mark.anyio
 
 TOKEN = "tok-canary-logs-93a1f0d7e2-5b8c4a17f0"
 USER = [{"role": "user", "content": "Hello there"}]
@@ -37,10 +27,8 @@ def per_request_lines(log: str) -> list[str]:
 
 @pytest.mark.parametrize("runner", ["gguf-mcp", "uvicorn-workers"])
 async def test_by_default_nothing_is_logged_per_request(gateway: Gateway, tmp_path: Path, runner: str) -> None:
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"])
-    port = free_port()
-    argv = gguf_mcp_argv(port) if runner == "gguf-mcp" else uvicorn_workers_argv(port, 2)
-    with serving(argv, port, env, tmp_path / "stderr") as server:
+    launcher = gguf_mcp_argv if runner == "gguf-mcp" else lambda port: uvicorn_workers_argv(port, 2)
+    with http_server(gateway, tmp_path, launcher=launcher) as server:
         async with connect_http(server.url) as client:
             for _ in range(3):
                 assert not (await client.call_tool("chat", {"messages": USER, "max_tokens": 2})).is_error
@@ -58,10 +46,8 @@ async def test_by_default_nothing_is_logged_per_request(gateway: Gateway, tmp_pa
 async def test_gguf_mcp_says_where_it_listens_and_when_it_stops_without_secrets(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha", "beta"])
-    env |= {"GGUF_MCP_AUTH_TOKEN": TOKEN, "GGUF_MCP_LOG_FORMAT": "json"}
-    port = free_port()
-    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+    settings = {"GGUF_MCP_AUTH_TOKEN": TOKEN, "GGUF_MCP_LOG_FORMAT": "json"}
+    with http_server(gateway, tmp_path, settings, deployments=["alpha", "beta"]) as server:
         started = server.stderr()
     lines = [json.loads(line)["message"] for line in server.stderr().splitlines()]
     assert started.count("\n") == 1  # said once it listens, before any request
@@ -74,9 +60,7 @@ async def test_gguf_mcp_says_where_it_listens_and_when_it_stops_without_secrets(
 
 
 async def test_log_level_error_silences_the_start_and_stop_lines(gateway: Gateway, tmp_path: Path) -> None:
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"]) | {"GGUF_MCP_LOG_LEVEL": "error"}
-    port = free_port()
-    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+    with http_server(gateway, tmp_path, {"GGUF_MCP_LOG_LEVEL": "error"}) as server:
         pass
     assert server.stderr() == ""
 
@@ -85,11 +69,9 @@ async def test_log_level_error_silences_the_start_and_stop_lines(gateway: Gatewa
 async def test_json_logs_carry_request_ids_and_redact_secrets_from_client_headers(
     gateway: Gateway, tmp_path: Path, mode: str
 ) -> None:
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"])
-    env |= {"GGUF_MCP_LOG_FORMAT": "json", "GGUF_MCP_LOG_LEVEL": "info", "GGUF_MCP_AUTH_TOKEN": TOKEN}
-    gateway.fail_next("alpha", 503, count=1)  # one retry inside the call: logged from the tool's context
-    port = free_port()
-    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+    settings = {"GGUF_MCP_LOG_FORMAT": "json", "GGUF_MCP_LOG_LEVEL": "info", "GGUF_MCP_AUTH_TOKEN": TOKEN}
+    with http_server(gateway, tmp_path, settings) as server:
+        gateway.fail_next("alpha", 503, count=1)  # one retry inside the call: logged from the tool's context
         # A client echoing secrets in headers that get logged (refused Host and Origin).
         async with httpx.AsyncClient(timeout=10) as http:
             refused_host = await http.get(server.url, headers={"host": f"{TOKEN}.evil.example"})

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from gguf_mcp.http import PROBE_TIMEOUT_S, READY_TTL_S
-from tests.support.bridge import base_env, canned_deployments, free_port, gguf_mcp_argv, serving
+from tests.support.bridge import base_env, free_port, gguf_mcp_argv, http_server, serving
 from tests.support.gateway import ACCOUNT_KEY, Fault, Gateway
 
 WRONG_KEY = "sk-canary-wrong-readiness-8c2e41"
@@ -24,9 +24,7 @@ def models_requests(gateway: Gateway, deployment: str) -> int:
 
 
 def test_ready_when_every_deployment_answers_with_its_key(gateway: Gateway, tmp_path: Path) -> None:
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha", "beta"])
-    port = free_port()
-    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+    with http_server(gateway, tmp_path, deployments=["alpha", "beta"]) as server:
         response = get(f"{server.root}/readyz")
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "deployments": {"alpha": "ok", "beta": "ok"}}
@@ -79,10 +77,8 @@ def test_not_ready_lists_each_deployment_with_a_short_reason_and_no_secret(gatew
 def test_a_probe_storm_costs_one_upstream_round_and_answers_refresh_after_the_ttl(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha", "beta"])
-    gateway.fail_next("alpha", 503, count=1)  # not ready at first, then fine
-    port = free_port()
-    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+    with http_server(gateway, tmp_path, deployments=["alpha", "beta"]) as server:
+        gateway.fail_next("alpha", 503, count=1)  # not ready at first, then fine
         url = f"{server.root}/readyz"
         checked = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
@@ -102,10 +98,8 @@ def test_a_probe_storm_costs_one_upstream_round_and_answers_refresh_after_the_tt
 
 
 def test_healthz_never_calls_a_deployment(gateway: Gateway, tmp_path: Path) -> None:
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"])
-    gateway.set_unknown("alpha")
-    port = free_port()
-    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+    with http_server(gateway, tmp_path) as server:
+        gateway.set_unknown("alpha")
         answers = [get(f"{server.root}/healthz") for _ in range(20)]
     assert {(r.status_code, r.text) for r in answers} == {(200, '{"status":"ok"}')}
     assert gateway.requests == []

@@ -20,29 +20,22 @@ from mcp import MCPError
 
 from tests.support import netns
 from tests.support.bridge import (
+    INITIALIZE,
+    MCP_HEADERS,
     ServerProcess,
     base_env,
-    canned_deployments,
     connect_http,
     free_port,
     gguf_mcp_argv,
-    serving,
+    http_server,
+    uvicorn_workers_argv,
 )
 from tests.support.gateway import ACCOUNT_KEY, Gateway, running_gateway
-
-pytestmark = pytest.mark.anyio
 
 TOKEN = "tok-canary-client-5e1d7a90c3b24f68"
 PROXY_HOST = "mcp.example.com"
 APP_ORIGIN = "https://app.example.com"
 USER = [{"role": "user", "content": "Hello there"}]
-INITIALIZE: dict[str, Any] = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
-}
-MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +48,12 @@ def gateway_module() -> Iterator[Gateway]:
 def secured(gateway_module: Gateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """gguf-mcp on loopback with a client token, behind a 'proxy' at mcp.example.com."""
     workdir = tmp_path_factory.mktemp("secured")
-    env = base_env() | canned_deployments(gateway_module, workdir / "deployments.toml", ["alpha", "beta"])
-    env |= {"GGUF_MCP_AUTH_TOKEN": TOKEN, "GGUF_MCP_ALLOWED_HOSTS": PROXY_HOST, "GGUF_MCP_ALLOWED_ORIGINS": APP_ORIGIN}
-    port = free_port()
-    with serving(gguf_mcp_argv(port), port, env, workdir / "stderr") as server:
+    settings = {
+        "GGUF_MCP_AUTH_TOKEN": TOKEN,
+        "GGUF_MCP_ALLOWED_HOSTS": PROXY_HOST,
+        "GGUF_MCP_ALLOWED_ORIGINS": APP_ORIGIN,
+    }
+    with http_server(gateway_module, workdir, settings, deployments=["alpha", "beta"]) as server:
         yield server
         assert TOKEN not in server.stderr()
         assert ACCOUNT_KEY not in server.stderr()
@@ -202,6 +197,12 @@ def test_a_foreign_host_gets_421(secured: ServerProcess, token: str | None) -> N
     assert post_initialize(secured, host=f"{PROXY_HOST}.evil.example", **auth).status_code == 421
 
 
+@pytest.mark.parametrize("host", ["10.1.2.3:8000", "10.1.2.3", "[fd00::7]:8000"])
+def test_the_mcp_endpoint_refuses_a_bare_ip_host_that_only_probes_may_use(secured: ServerProcess, host: str) -> None:
+    """Host is checked once, by us: the SDK's own check is off, so letting IP addresses through here shows."""
+    assert post_initialize(secured, host=host, **bearer()).status_code == 421
+
+
 @pytest.mark.parametrize(
     "host",
     ["127.0.0.1:80@evil.example", "localhost:evil", "localhost:", "localhost:99999", f"{PROXY_HOST}:443/x", "local"],
@@ -240,8 +241,10 @@ def test_loopback_origins_are_accepted_and_no_origin_passes(secured: ServerProce
 # --- The endpoint's rules and limits -----------------------------------------------------------------
 
 
-def test_get_on_the_mcp_endpoint_is_405_so_no_stream_outlives_its_call(secured: ServerProcess) -> None:
-    response = httpx.get(secured.url, headers={"accept": "text/event-stream"} | bearer(), timeout=10)
+@pytest.mark.parametrize("method", ["GET", "PUT", "HEAD"])
+def test_with_the_token_a_method_the_endpoint_does_not_serve_is_405(secured: ServerProcess, method: str) -> None:
+    """GET included: no standalone event stream, so no stream outlives its call."""
+    response = httpx.request(method, secured.url, headers={"accept": "text/event-stream"} | bearer(), timeout=10)
     assert response.status_code == 405
     assert response.headers["allow"] == "POST, DELETE"
 
@@ -258,6 +261,43 @@ def test_every_response_carries_a_request_id(secured: ServerProcess) -> None:
     ids = {post_initialize(secured, **bearer()).headers["x-request-id"] for _ in range(3)}
     ids.add(httpx.get(f"{secured.root}/healthz", timeout=10).headers["x-request-id"])
     assert len(ids) == 4
+
+
+# --- Behind a path prefix (uvicorn --root-path): the checks see the path the router serves ----------
+
+ROOT_PATH = "/gguf"
+
+
+def uvicorn_under_root_path(port: int) -> list[str]:
+    return uvicorn_workers_argv(port, 1, "--root-path", ROOT_PATH)
+
+
+@pytest.fixture(scope="module")
+def rooted(gateway_module: Gateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The README's uvicorn command with `--root-path` (behind a proxy that strips the prefix) and a token."""
+    workdir, settings = tmp_path_factory.mktemp("rooted"), {"GGUF_MCP_AUTH_TOKEN": TOKEN}
+    with http_server(gateway_module, workdir, settings, launcher=uvicorn_under_root_path) as server:
+        yield server
+
+
+def test_under_a_root_path_the_endpoint_serves_a_client_with_the_token(rooted: ServerProcess) -> None:
+    assert post_initialize(rooted, **bearer()).status_code == 200
+    assert post_initialize(rooted).status_code == 401
+
+
+def test_under_a_root_path_get_with_the_token_is_still_405(rooted: ServerProcess) -> None:
+    response = httpx.get(rooted.url, headers={"accept": "text/event-stream"} | bearer(), timeout=10)
+    assert (response.status_code, response.headers.get("allow")) == (405, "POST, DELETE")
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "PUT"])
+def test_under_a_root_path_every_method_without_the_token_is_401(rooted: ServerProcess, method: str) -> None:
+    assert httpx.request(method, rooted.url, headers={"accept": "text/event-stream"}, timeout=10).status_code == 401
+
+
+def test_under_a_root_path_probes_still_accept_an_ip_host(rooted: ServerProcess) -> None:
+    assert httpx.get(f"{rooted.root}/healthz", headers={"host": "10.1.2.3:8000"}, timeout=10).status_code == 200
+    assert post_initialize(rooted, host="10.1.2.3:8000", **bearer()).status_code == 421
 
 
 # --- A server without a token must not be reachable beyond loopback -------------------------------------
@@ -282,10 +322,8 @@ def test_allowed_hosts_beyond_loopback_without_a_token_refuses_to_start(tmp_path
 
 
 def test_allowed_hosts_that_are_all_loopback_need_no_token(gateway: Gateway, tmp_path: Path) -> None:
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"])
-    env["GGUF_MCP_ALLOWED_HOSTS"] = "localhost:8080,127.0.0.2,[::1]:9000"
-    port = free_port()
-    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+    settings = {"GGUF_MCP_ALLOWED_HOSTS": "localhost:8080,127.0.0.2,[::1]:9000"}
+    with http_server(gateway, tmp_path, settings) as server:
         assert post_initialize(server, host="127.0.0.2").status_code == 200
 
 
@@ -301,15 +339,15 @@ def test_a_token_shorter_than_32_characters_refuses_to_start(tmp_path: Path, hos
 
 
 def test_a_32_character_token_is_enough(gateway: Gateway, tmp_path: Path) -> None:
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"])
-    env["GGUF_MCP_AUTH_TOKEN"] = token = "tok-canary-exact-0123456789abcdef"[:32]
-    port = free_port()
-    with serving(gguf_mcp_argv(port), port, env, tmp_path / "stderr") as server:
+    token = "tok-canary-exact-0123456789abcdef"[:32]
+    with http_server(gateway, tmp_path, {"GGUF_MCP_AUTH_TOKEN": token}) as server:
         assert post_initialize(server, **bearer(token)).status_code == 200
 
 
-def test_without_a_token_a_request_arriving_on_a_non_loopback_address_is_refused() -> None:
-    """Under uvicorn's CLI the app cannot see --host; it refuses what reached it from outside.
+@pytest.mark.parametrize("uvicorn_flags", [[], ["--root-path", ROOT_PATH]], ids=["plain", "root-path"])
+def test_without_a_token_a_request_arriving_on_a_non_loopback_address_is_refused(uvicorn_flags: list[str]) -> None:
+    """Under uvicorn's CLI the app cannot see --host; it refuses what reached it from outside,
+    whatever the path prefix uvicorn adds (the refusal sees the path the router matched).
 
     Run in a network namespace of the test's own (tests/support/netns.py), bound to a TEST-NET
     address there: no traffic to this machine's interfaces or anywhere else.
@@ -317,13 +355,13 @@ def test_without_a_token_a_request_arriving_on_a_non_loopback_address_is_refused
     reason = netns.unavailable()
     if reason is not None:
         pytest.skip(reason)
-    probe = [sys.executable, "-m", "tests.support.netns"]
+    probe = [sys.executable, "-m", "tests.support.netns", *uvicorn_flags]
     out = subprocess.run(netns.in_namespace(probe), env=base_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout.splitlines()[-1])
     assert report["server"] == f"http://{netns.ADDRESS}:{report['server'].rsplit(':', 1)[1]}"
     status, text = report["spoofed"]
-    assert status == 403
+    assert status == 403, text
     assert "beyond loopback without a token" in text
     assert report["health"] == 200
     assert "set GGUF_MCP_AUTH_TOKEN" in report["stderr"]

@@ -6,10 +6,11 @@ and the README's multi-worker uvicorn command (bound set by `--timeout-graceful-
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +21,20 @@ from mcp.types import CallToolResult
 
 from gguf_mcp.http import SHUTDOWN_GRACE_S
 from tests.support.bridge import (
+    Launcher,
     ServerProcess,
-    base_env,
-    canned_deployments,
     connect_http,
-    free_port,
     gguf_mcp_argv,
-    serving,
+    http_server,
+    open_files_limited,
     uvicorn_workers_argv,
 )
 from tests.support.gateway import CANNED_TEXT, Fault, Gateway
-
-pytestmark = pytest.mark.anyio
 
 USER = [{"role": "user", "content": "Hello there"}]
 WORKERS_BOUND_S = 10  # the README says 25; shorter here, still well above the call's 3 s
 SHORT_BOUND_S = 3  # for a call that outlives it
 
-Launcher = Callable[[int], list[str]]
 LAUNCHERS: dict[str, tuple[Launcher, float]] = {
     "gguf-mcp": (gguf_mcp_argv, SHUTDOWN_GRACE_S),
     "uvicorn-2-workers-stateless": (
@@ -45,6 +42,10 @@ LAUNCHERS: dict[str, tuple[Launcher, float]] = {
         WORKERS_BOUND_S,
     ),
 }
+
+
+def short_bound_workers(port: int) -> list[str]:
+    return uvicorn_workers_argv(port, 2, "--timeout-graceful-shutdown", str(SHORT_BOUND_S))
 
 
 def stateless_for(launcher: str) -> dict[str, str]:
@@ -81,12 +82,10 @@ async def test_a_call_in_flight_at_sigterm_completes_and_the_process_exits_soon_
     gateway: Gateway, tmp_path: Path, launcher: str, mode: str
 ) -> None:
     argv_for, bound = LAUNCHERS[launcher]
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"]) | stateless_for(launcher)
-    env["GGUF_MCP_LOG_LEVEL"] = "info"  # to see the lifespan end
-    gateway.inject("alpha", Fault.delay_first_byte(3))
-    port = free_port()
+    settings = stateless_for(launcher) | {"GGUF_MCP_LOG_LEVEL": "info"}  # info: to see the lifespan end
     result: dict[str, Any] = {}
-    with serving(argv_for(port), port, env, tmp_path / "stderr") as server:
+    with http_server(gateway, tmp_path, settings, launcher=argv_for) as server:
+        gateway.inject("alpha", Fault.delay_first_byte(3))
         async with connect_http(server.url, mode=mode) as client:
             await client.list_tools()  # the client validates results against it; fetch it while we can
 
@@ -121,13 +120,10 @@ async def test_a_call_in_flight_at_sigterm_completes_and_the_process_exits_soon_
 async def test_a_call_outliving_the_bound_is_cut_and_the_process_still_exits_on_time(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    env = base_env() | canned_deployments(gateway, tmp_path / "d.toml", ["alpha"]) | {"GGUF_MCP_STATELESS": "true"}
-    gateway.inject("alpha", Fault.delay_first_byte(60))
-    port = free_port()
     outcome: dict[str, Any] = {}
     ended = anyio.Event()
-    argv = uvicorn_workers_argv(port, 2, "--timeout-graceful-shutdown", str(SHORT_BOUND_S))
-    with serving(argv, port, env, tmp_path / "stderr") as server:
+    with http_server(gateway, tmp_path, {"GGUF_MCP_STATELESS": "true"}, launcher=short_bound_workers) as server:
+        gateway.inject("alpha", Fault.delay_first_byte(60))
 
         async def client_calls() -> None:
             # How the client reports a cut stream (from the call, or from its own task group) is
@@ -157,3 +153,61 @@ async def test_a_call_outliving_the_bound_is_cut_and_the_process_still_exits_on_
     (disconnect,) = await anyio.to_thread.run_sync(gateway.wait_for_disconnects, 1)
     assert disconnect.path == "/v1/chat/completions"
     assert SHORT_BOUND_S - 0.2 <= disconnect.at - signalled < SHORT_BOUND_S + 3
+
+
+OPEN_FILES = 64
+"""The server's open-file limit here: a few hundred connections that send nothing exhaust it."""
+FLOOD = 400
+OUT_OF_DESCRIPTORS = "Out of file descriptors accepting connections"
+
+
+def uvicorn_worker(port: int) -> list[str]:
+    return uvicorn_workers_argv(port, 1)
+
+
+async def logged(server: ServerProcess, text: str, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while text not in server.stderr():
+        if time.monotonic() > deadline:
+            return False
+        await anyio.sleep(0.05)  # polling a subprocess's log file: there is no event to wait on
+    return True
+
+
+@pytest.mark.parametrize("launcher", [gguf_mcp_argv, uvicorn_worker], ids=["gguf-mcp", "uvicorn"])
+async def test_sigterm_at_the_open_file_limit_lets_the_call_finish_and_exits_with_one_warning(
+    gateway: Gateway, tmp_path: Path, launcher: Launcher
+) -> None:
+    """Connections that send nothing, past the server's open-file limit: asyncio retries accept()
+    a second later, once per attempt that found no descriptor (thousands). After SIGTERM, while the
+    call in flight finishes, those retries land on the closed listener: no time, no log lines."""
+    result: dict[str, Any] = {}
+    with http_server(gateway, tmp_path, launcher=open_files_limited(OPEN_FILES, launcher)) as server:
+        gateway.inject("alpha", Fault.delay_first_byte(3))
+        async with connect_http(server.url) as client:
+            await client.list_tools()
+
+            async def call() -> None:
+                result["value"] = await client.call_tool("chat", {"messages": USER, "max_tokens": 8})
+                result["at"] = time.monotonic()
+
+            with contextlib.ExitStack() as flood:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(call)
+                    await anyio.to_thread.run_sync(gateway.wait_for_requests, 1)
+                    for _ in range(FLOOD):  # half-open: connected, never a byte
+                        sock = flood.enter_context(socket.socket())
+                        sock.setblocking(False)
+                        with contextlib.suppress(BlockingIOError):
+                            sock.connect((server.host, server.port))
+                    assert await logged(server, OUT_OF_DESCRIPTORS, within=30), server.stderr()[-2000:]
+                    server.process.send_signal(signal.SIGTERM)
+                    signalled = time.monotonic()
+                code, exited = await exit_code_within(server.process, 30)
+    log = server.stderr()
+    assert "Traceback" not in log, f"{log.count('Traceback')} tracebacks, {len(log)} bytes of stderr"
+    assert log.count(OUT_OF_DESCRIPTORS) == 1
+    assert not result["value"].is_error
+    assert code in (0, -signal.SIGTERM)
+    assert exited - result["at"] < 3, f"exited {exited - result['at']:.1f} s after its last call ended"
+    assert exited - signalled < 3 + 3

@@ -235,7 +235,7 @@ class Settings(BaseModel):
         "GGUF_MCP_MAX_CONNECTIONS",
         "--max-connections",
         "HTTP connections open at once (default 256); past it, a new connection closes the one that has waited "
-        "longest for a request header, or is closed itself. Keep it below the open-file limit.",
+        "longest for a request header or body, or is closed itself. Keep it below the open-file limit.",
         metavar="N",
         ge=1,
         le=65535,
@@ -246,6 +246,16 @@ class Settings(BaseModel):
         "--header-timeout",
         "Seconds an HTTP connection gets to send a complete request header, from connecting or from its previous "
         "response (default 10); then it is closed.",
+        metavar="SECONDS",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    body_timeout: float = setting(
+        30.0,
+        "GGUF_MCP_BODY_TIMEOUT",
+        "--body-timeout",
+        "Seconds an HTTP request gets to send its whole body once its header is complete (default 30); then its "
+        "connection is closed.",
         metavar="SECONDS",
         gt=0,
         allow_inf_nan=False,

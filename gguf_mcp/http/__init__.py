@@ -1,14 +1,14 @@
 """Streamable HTTP: the MCP endpoint, health, and the guards in front of them.
 
-The rooms, outermost first:
-- `connections`: before any request, a deadline for each request header and a cap on open
-  connections (`GuardedH11Protocol`, uvicorn's HTTP/1.1 protocol plus those guards);
-- `gate`: what every request passes (a request id; Host and Origin, parsed by `hosts`; the
-  exposure of a server without a token);
-- `auth`: the clients' bearer token, which the SDK checks (`token_verifier`);
+One owner per check. The rooms, outermost first:
+- `connections`: before any request, deadlines for each request's header and body and a cap on
+  open connections (`GuardedH11Protocol`, uvicorn's HTTP/1.1 protocol plus those guards);
+- `gate`: a request id on every request, then each route's own checks (Host and Origin, parsed
+  by `hosts`, the only such check; a server without a token answers loopback only; `/mcp`'s 405);
+- `auth`: the clients' bearer token, which the SDK alone checks (`token_verifier`);
 - `readiness`: `/healthz` and `/readyz`;
-- `app`: the app itself, and how it runs: `serve_http` for `gguf-mcp --transport http`, and
-  `create_app` for `uvicorn --factory gguf_mcp.http:create_app --workers N`.
+- `app`: the app itself (the SDK's, with our routes added), and how it runs: `serve_http` for
+  `gguf-mcp --transport http`, and `create_app` for `uvicorn --factory gguf_mcp.http:create_app`.
 
 `create_app` and `GuardedH11Protocol` are named here because users type these paths into uvicorn's
 command line (`--factory gguf_mcp.http:create_app --http gguf_mcp.http:GuardedH11Protocol`).

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import httpx2
 import uvicorn
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from sse_starlette.sse import AppStatus
-from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import STARTUP_FAILURE
 
 from gguf_mcp.config import Settings, load_settings
 from gguf_mcp.errors import ConfigError, report_config_error
 from gguf_mcp.http.auth import client_auth
-from gguf_mcp.http.connections import GuardedH11Protocol, guarded_protocol, quiet_descriptor_exhaustion
-from gguf_mcp.http.gate import MCP_PATH, ClientGoneFilter, RequestGate
-from gguf_mcp.http.hosts import transport_security
+from gguf_mcp.http.connections import GuardedH11Protocol, guarding_connections
+from gguf_mcp.http.gate import MCP_PATH, ClientGoneFilter, RequestIds, guard_routes
+from gguf_mcp.http.hosts import SDK_HOST_CHECK_OFF, HostRules
 from gguf_mcp.http.readiness import Readiness, healthz
 from gguf_mcp.logs import configure_logging
 from gguf_mcp.server import build_server
@@ -38,9 +36,15 @@ MAX_REQUEST_BODY = DEFAULT_MAX_REQUEST_BODY_SIZE
 SHUTDOWN_GRACE_S = 25
 """On SIGTERM, calls in flight get this long to finish (below Kubernetes' default 30 s grace)."""
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
 
 def build_app(state: AppState) -> ASGIApp:
-    """The whole HTTP app over `state` (build one per process)."""
+    """The whole HTTP app over `state` (build one per process).
+
+    One app, the SDK's: its `/mcp` (and, with OAuth settings, its protected resource metadata),
+    plus the routes in `_routes`, each with its checks attached (gate.py).
+    """
     settings = state.settings
     # sse-starlette ends every open event stream the moment uvicorn is asked to exit, which would
     # cut calls in flight. Ours end with their call (GET streams are refused), so let them finish;
@@ -51,30 +55,27 @@ def build_app(state: AppState) -> ASGIApp:
         sdk_transport_log.addFilter(ClientGoneFilter())
     token_verifier, auth = client_auth(settings)
     server = build_server(state, token_verifier=token_verifier, auth=auth)
-    security = transport_security(settings)
-    mcp_app = server.streamable_http_app(
+    probes = _probes(state)
+    for path, endpoint in probes.items():
+        # The SDK's public way to add a route to its app; its bearer middleware runs app-wide, so
+        # such a route can read the SDK's verdict (`request.user`) but is not refused by it.
+        server.custom_route(path, methods=["GET"])(endpoint)
+    app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=settings.stateless,
         max_request_body_size=MAX_REQUEST_BODY,
         max_sessions=settings.max_sessions,
         session_idle_timeout=settings.session_idle_timeout,
-        transport_security=security,
+        transport_security=SDK_HOST_CHECK_OFF,
         host=settings.host,
     )
-    readiness = Readiness(state)
+    guard_routes(app, HostRules(settings), probes, ("POST",) if settings.stateless else ("POST", "DELETE"))
+    return RequestIds(guarding_connections(app, settings))
 
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        asyncio.get_running_loop().set_exception_handler(quiet_descriptor_exhaustion)
-        async with server.session_manager.run():
-            yield
 
-    routes = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readiness.endpoint, methods=["GET"]),
-        Route(MCP_PATH, mcp_app),  # the SDK's app: auth, sessions, the MCP endpoint
-    ]
-    return RequestGate(Starlette(routes=routes, lifespan=lifespan), security, token_verifier)
+def _probes(state: AppState) -> dict[str, Endpoint]:
+    """Routes for probes and scrapers: no client token, and a bare IP address is a valid Host."""
+    return {"/healthz": healthz, "/readyz": Readiness(state).endpoint}
 
 
 def create_app() -> ASGIApp:
@@ -91,9 +92,6 @@ def create_app() -> ASGIApp:
         # uvicorn's "failed to start" code: its supervisor then stops instead of restarting workers.
         raise SystemExit(STARTUP_FAILURE) from None
     configure_logging(settings)
-    # uvicorn's CLI builds the protocol from `--http gguf_mcp.http:GuardedH11Protocol`, by name.
-    GuardedH11Protocol.max_connections = settings.max_connections
-    GuardedH11Protocol.header_timeout = settings.header_timeout
     return _closing(build_app(AppState(settings, upstream)), http)
 
 
@@ -158,6 +156,6 @@ async def serve_http(state: AppState) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
-        http=guarded_protocol(settings),
+        http=GuardedH11Protocol,  # its limits come from build_app (connections.py)
     )
     await _AnnouncingServer(config, settings).serve()

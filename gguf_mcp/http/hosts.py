@@ -3,50 +3,26 @@
 The allowed lists are loopback, the bind address and the configured extras
 (`GGUF_MCP_ALLOWED_HOSTS`, `GGUF_MCP_ALLOWED_ORIGINS`). Values are parsed (name or bracketed
 IPv6 address, port) and compared lowercased, never as prefixes: `127.0.0.1:80@evil.example` is
-not `127.0.0.1`.
+not `127.0.0.1`. This is the only Host and Origin check: the SDK's own (which matches prefixes,
+case-sensitively) is switched off (`SDK_HOST_CHECK_OFF`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import Scope
 
 from gguf_mcp.config import Settings
 
+SDK_HOST_CHECK_OFF = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+"""What the SDK's transport gets: its DNS-rebinding check off, so `HostRules` is the one owner."""
+
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 _WILDCARD_BINDS = ("0.0.0.0", "::")  # noqa: S104 - names to recognise, not to bind
-
-
-def _has_port(host: str) -> bool:
-    return host.rsplit("]", 1)[-1].count(":") == 1
-
-
-def transport_security(settings: Settings) -> TransportSecuritySettings:
-    """The Host and Origin values to accept: loopback, the bind address, and the configured extras.
-
-    An extra host without a port matches any port (`mcp.example.com` also allows
-    `mcp.example.com:8443`); origins match exactly, as browsers send them.
-    """
-    names = list(_LOOPBACK_NAMES)
-    bind = settings.host if settings.host != "::1" else "[::1]"
-    if bind not in names and bind not in _WILDCARD_BINDS:
-        names.append(f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind)
-    hosts = [pattern for name in names for pattern in (name, f"{name}:*")]
-    origins = [pattern for name in names for pattern in (f"http://{name}", f"http://{name}:*")]
-    for host in settings.allowed_hosts:
-        host = host.lower()
-        hosts += [host] if _has_port(host) else [host, f"{host}:*"]
-    origins += [origin.rstrip("/").lower() for origin in settings.allowed_origins]
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=list(dict.fromkeys(hosts)),
-        allowed_origins=list(dict.fromkeys(origins)),
-    )
-
-
 _HOST = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9.-]+))(?::(?P<port>[0-9]{1,5}|\*))?")
 _ORIGIN = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>.+)")
 _ANY_PORT = "*"
@@ -73,30 +49,48 @@ def _origin_key(value: str) -> tuple[str, HostKey] | None:
     return None if match is None or host is None else (match["scheme"], host)
 
 
-def _host_allowed(key: HostKey, patterns: set[HostKey]) -> bool:
-    """The SDK's rule, on parsed values: the exact host and port, or `name:*` for any port of `name`."""
+def _allowed(key: HostKey, patterns: set[HostKey]) -> bool:
+    """The exact host and port, or `name:*` for any explicit port of `name`."""
     name, port = key
     return port != _ANY_PORT and (key in patterns or (port is not None and (name, _ANY_PORT) in patterns))
 
 
-class HostRules:
-    """The Host and Origin lists, parsed once; values are compared parsed and lowercased, never as prefixes."""
+def _local_names(settings: Settings) -> list[str]:
+    """Loopback and the bind address (unless a wildcard), as Host headers write them."""
+    names = list(_LOOPBACK_NAMES)
+    bind = settings.host if settings.host != "::1" else "[::1]"
+    if bind not in names and bind not in _WILDCARD_BINDS:
+        names.append(f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind)
+    return names
 
-    def __init__(self, security: TransportSecuritySettings) -> None:
-        self._hosts = {key for key in map(_host_key, security.allowed_hosts) if key is not None}
-        origins = [_origin_key(origin) for origin in security.allowed_origins]
-        self._origins = {key for key in origins if key is not None}
+
+def _with_any_port(keys: Iterable[HostKey]) -> set[HostKey]:
+    """`keys`, each written without a port also matching any port (`name:*`)."""
+    found = set(keys)
+    return found | {(name, _ANY_PORT) for name, port in found if port is None}
+
+
+class HostRules:
+    """The Host and Origin values to accept: loopback, the bind address, and the configured extras.
+
+    A local name or an extra host without a port matches any port (`mcp.example.com` also allows
+    `mcp.example.com:8443`); configured origins match exactly, as browsers send them.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        local = _with_any_port((name, None) for name in _local_names(settings))
+        self._hosts = local | _with_any_port(filter(None, map(_host_key, settings.allowed_hosts)))
+        self._origins: dict[str, set[HostKey]] = {"http": local}
+        for scheme, host in filter(None, (_origin_key(o.rstrip("/")) for o in settings.allowed_origins)):
+            self._origins.setdefault(scheme, set()).add(host)
 
     def host(self, value: str) -> bool:
         key = _host_key(value)
-        return key is not None and _host_allowed(key, self._hosts)
+        return key is not None and _allowed(key, self._hosts)
 
     def origin(self, value: str) -> bool:
         key = _origin_key(value)
-        if key is None:
-            return False
-        scheme, host = key
-        return _host_allowed(host, {h for s, h in self._origins if s == scheme})
+        return key is not None and _allowed(key[1], self._origins.get(key[0], set()))
 
 
 def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -120,12 +114,3 @@ def arrived_on_loopback(scope: Scope) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address is not None and address.is_loopback
-
-
-def lowercase_host_and_origin(scope: Scope) -> Scope:
-    """The scope with Host and Origin lowercased, as they were matched: the SDK compares them again, by case."""
-    names = (b"host", b"origin")
-    headers: list[tuple[bytes, bytes]] = scope["headers"]
-    if all(value == value.lower() for name, value in headers if name in names):
-        return scope
-    return {**scope, "headers": [(n, v.lower() if n in names else v) for n, v in headers]}

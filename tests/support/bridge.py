@@ -5,9 +5,10 @@
 and wait for /healthz). The server's stderr goes to a file the test can read, and every tool
 result is kept so tests can check that no secret ever reached the agent.
 
-For HTTP tests that need the process itself (signals, several workers): `serving(argv, ...)`
-with `gguf_mcp_argv` or `uvicorn_workers_argv`, `connect_http(url, token)` for a client that
-sends a bearer token, and `canned_deployments(gateway, path, names)` for named deployments.
+For HTTP tests that need the process itself (signals, limits, several workers):
+`http_server(gateway, workdir, settings)` runs gguf-mcp (or, with `launcher=`, the README's
+uvicorn command) over canned gateway deployments, and `connect_http(url, token)` is a client
+that sends a bearer token.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,14 @@ from tests.support.gateway import ACCOUNT_KEY, Gateway
 from tests.support.proc import stop
 
 Transport = Literal["stdio", "http"]
+INITIALIZE: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
+"""An MCP initialize request, for raw HTTP requests (POST it with MCP_HEADERS)."""
+MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
 
@@ -99,14 +108,19 @@ def uvicorn_workers_argv(port: int, workers: int, *extra_args: str) -> list[str]
 
 
 def wait_until_healthy(process: subprocess.Popen[Any], root: str, log: Callable[[], str]) -> None:
-    """Poll `root`/healthz until it answers 200; fail with `log()` if the process exits or time runs out."""
+    """Poll `root`/healthz until it answers 200; fail with `log()` if the process exits or time runs out.
+
+    It names the server by a loopback Host whatever address it listens on: this waits for the
+    server; tests of what a Host header gets come after.
+    """
     deadline = time.monotonic() + START_TIMEOUT_S
+    loopback = {"host": f"127.0.0.1:{root.rsplit(':', 1)[1]}"}
     with httpx.Client(timeout=2) as http:
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"the server exited with {process.returncode}: {log()}")
             try:
-                if http.get(f"{root}/healthz").status_code == 200:
+                if http.get(f"{root}/healthz", headers=loopback).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -128,6 +142,35 @@ def serving(
         yield server
     finally:
         stop(process)
+
+
+Launcher = Callable[[int], list[str]]
+"""The command line of an HTTP server on a given port: `gguf_mcp_argv` or a `uvicorn_workers_argv` lambda."""
+
+
+def open_files_limited(limit: int, launcher: Launcher = gguf_mcp_argv) -> Launcher:
+    """`launcher` with the server's open-file limit (`ulimit -n`) lowered to `limit`."""
+    return lambda port: ["prlimit", f"--nofile={limit}:", "--", *launcher(port)]
+
+
+@contextmanager
+def http_server(
+    gateway: Gateway,
+    workdir: Path,
+    settings: Mapping[str, str] | None = None,
+    *,
+    deployments: Sequence[str] = ("alpha",),
+    launcher: Launcher = gguf_mcp_argv,
+    host: str = "127.0.0.1",
+) -> Iterator[ServerProcess]:
+    """`launcher` on a free port, serving `deployments` (canned on `gateway`) with `settings`.
+
+    Its configuration and stderr go to `workdir`; it is stopped with SIGTERM on exit.
+    """
+    env = base_env() | canned_deployments(gateway, workdir / "deployments.toml", deployments) | dict(settings or {})
+    port = free_port()
+    with serving(launcher(port), port, env, workdir / "stderr", host) as server:
+        yield server
 
 
 @contextmanager

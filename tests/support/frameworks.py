@@ -6,6 +6,9 @@ share gguf-mcp's environment: LangChain's MCP adapters require `mcp` 1.x while g
 2.x, and the others are kept apart too, so each snippet runs with exactly what a user of that
 framework installs (and gguf-mcp's own venv stays lean).
 
+`OVERLAYS` are environments of another kind, built the same way: a pinned package alone (no
+dependencies) in front of this venv's packages, e.g. the newest uvicorn under gguf-mcp.
+
 Same recipe as `tests/support/node_tools.py`: the hash covers everything that decides the
 install (`FRAMEWORKS`, `EXCLUDE_NEWER`, the Python version, `LAYOUT`); uv resolves as the index
 was at `EXCLUDE_NEWER` (its ``--exclude-newer``, npm's ``--before``); the install goes to a
@@ -20,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import site
 import subprocess
 import sys
 import time
@@ -36,6 +40,13 @@ FRAMEWORKS: Mapping[str, tuple[str, ...]] = {
     # Only for how it turns an MCP tool schema into its own tool (tests/test_schema_portability.py).
     "llama-index": ("llama-index-tools-mcp==0.6.0",),
 }
+OVERLAYS: Mapping[str, tuple[str, ...]] = {
+    # GuardedH11Protocol extends uvicorn's HTTP/1.1 protocol, which is not uvicorn's public API:
+    # the suite runs its guards under the newest uvicorn too (tests/test_http_limits.py), so that
+    # pyproject.toml's uvicorn range covers the lines it tests. Requires Python >= 3.11.
+    "uvicorn-newest": ("uvicorn==0.55.0",),
+}
+"""Environments holding only these (no dependencies), in front of this venv's packages."""
 EXCLUDE_NEWER = "2026-11-25T00:00:00Z"
 """Resolve as the package index was at this instant (uv ``--exclude-newer``)."""
 LAYOUT = 1
@@ -49,12 +60,17 @@ class FrameworkInstallError(RuntimeError):
     """A framework's environment could not be built."""
 
 
+def _requirements(name: str) -> tuple[str, ...]:
+    return OVERLAYS[name] if name in OVERLAYS else FRAMEWORKS[name]
+
+
 def install_key(name: str) -> str:
     spec = {
         "layout": LAYOUT,
-        "requirements": FRAMEWORKS[name],
+        "requirements": _requirements(name),
         "exclude_newer": EXCLUDE_NEWER,
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "overlay_of": sys.prefix if name in OVERLAYS else None,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -98,19 +114,11 @@ def _install(name: str, target: Path) -> None:
         started = time.monotonic()
         # --relocatable: the environment is built under `work`, then renamed to `target`.
         _uv(["venv", "--quiet", "--relocatable", "--python", sys.executable, str(work)], log)
-        _uv(
-            [
-                "pip",
-                "install",
-                "--quiet",
-                "--python",
-                str(_python(work)),
-                "--exclude-newer",
-                EXCLUDE_NEWER,
-                *FRAMEWORKS[name],
-            ],
-            log,
-        )
+        # An overlay's pins are exact and take no dependencies: nothing to hold at a date.
+        resolution = ["--no-deps"] if name in OVERLAYS else ["--exclude-newer", EXCLUDE_NEWER]
+        _uv(["pip", "install", "--quiet", "--python", str(_python(work)), *resolution, *_requirements(name)], log)
+        if name in OVERLAYS:
+            _lay_over_this_venv(work)
         frozen = subprocess.run(
             [str(UV), "pip", "freeze", "--python", str(_python(work))],
             env=uv_env(),
@@ -121,7 +129,7 @@ def _install(name: str, target: Path) -> None:
         ).stdout.split()
         marker = {
             "key": install_key(name),
-            "requirements": FRAMEWORKS[name],
+            "requirements": _requirements(name),
             "exclude_newer": EXCLUDE_NEWER,
             "installed": frozen,
             "install_seconds": round(time.monotonic() - started, 1),
@@ -131,6 +139,12 @@ def _install(name: str, target: Path) -> None:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _lay_over_this_venv(directory: Path) -> None:
+    """Put this venv's packages behind `directory`'s own (a path file: after its site-packages)."""
+    (own,) = directory.glob("lib/python3*/site-packages")
+    (own / "gguf-mcp-venv.pth").write_text("".join(f"{path}\n" for path in site.getsitepackages()))
 
 
 def ensure_framework(name: str) -> Path:

@@ -6,9 +6,9 @@ interfaces carry `ADDRESS`, a TEST-NET-1 address: on a dummy interface when the 
 module, else on the namespace's own `lo` (still not a loopback address, which is what the server
 checks). Nothing in it reaches the machine's network, nor the machine's loopback.
 
-`python -m tests.support.netns` is the probe run inside: a gateway, a tokenless gguf-mcp under
-uvicorn's CLI bound to ADDRESS, an MCP request that claims a loopback Host and a /healthz; it
-prints what they got as one JSON line.
+`python -m tests.support.netns [UVICORN FLAGS]` is the probe run inside: a gateway, a tokenless
+gguf-mcp under uvicorn's CLI bound to ADDRESS (with those extra flags, e.g. `--root-path /x`), an
+MCP request that claims a loopback Host and a /healthz; it prints what they got as one JSON line.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.bridge import base_env, canned_deployments, free_port, serving, uvicorn_workers_argv
+from tests.support.bridge import INITIALIZE, MCP_HEADERS, http_server, uvicorn_workers_argv
 from tests.support.gateway import running_gateway
 
 ADDRESS = "192.0.2.1"  # TEST-NET-1 (RFC 5737): documentation only, never routed
@@ -50,22 +50,16 @@ def unavailable() -> str | None:
     return None
 
 
-def _probe() -> None:
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
-    }
-    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+def _probe(uvicorn_flags: list[str]) -> None:
     with running_gateway() as gateway, tempfile.TemporaryDirectory() as workdir:
-        env = base_env() | canned_deployments(gateway, Path(workdir) / "d.toml", ["alpha"])
-        port = free_port()
-        argv = uvicorn_workers_argv(port, 1, "--host", ADDRESS)
-        with serving(argv, port, env, Path(workdir) / "stderr", host=ADDRESS) as server:
+
+        def launcher(port: int) -> list[str]:
+            return uvicorn_workers_argv(port, 1, "--host", ADDRESS, *uvicorn_flags)
+
+        with http_server(gateway, Path(workdir), launcher=launcher, host=ADDRESS) as server:
             # A non-browser client can claim any Host; the address the connection reached cannot lie.
             spoofed = httpx.post(
-                server.url, json=initialize, headers=headers | {"host": f"127.0.0.1:{port}"}, timeout=10
+                server.url, json=INITIALIZE, headers=MCP_HEADERS | {"host": f"127.0.0.1:{server.port}"}, timeout=10
             )
             health = httpx.get(f"{server.root}/healthz", timeout=10)
         report = {
@@ -79,5 +73,5 @@ def _probe() -> None:
 
 
 if __name__ == "__main__":
-    _probe()
+    _probe(sys.argv[1:])
     sys.exit(0)
