@@ -1,56 +1,71 @@
 """Every failure gguf-mcp reports, each with the text the user reads and a short `label`.
 
 One family: configuration, deployment answers (by HTTP status), transport failures, broken
-streams and bad answers. Each message says what happened and what to do; each class's `label`
-is the short, secret-free name `/readyz` and `doctor` show. The functions at the end are the
-one place that maps an HTTP outcome to its error. Nothing else writes an error message.
+streams and bad answers. Each message says what happened and what to do; `label` is the short,
+secret-free name `/readyz` and `doctor` show. The mappings below turn an HTTP outcome into its
+error, and `error_text` is the one place an error becomes text someone reads. The tools,
+resources, `doctor` and the CLI write no message of their own; `gguf_mcp.config` (a setting's
+error, beside the setting) and `gguf_mcp.http` (the gate's 401/403/421) own their refusals.
 """
 
 from __future__ import annotations
 
-import html
 import json
-import re
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from gguf_mcp.redaction import redact
+from pydantic import ValidationError
+
+from gguf_mcp.bodies import cut, plain, upstream_message
+from gguf_mcp.redaction import Redactor
 
 TransportFailure = Literal[
-    "connect timeout", "connect", "certificate", "not tls", "read timeout", "pool timeout", "proxy", "dropped"
+    "connect timeout",
+    "connect",
+    "certificate",
+    "not tls",
+    "read timeout",
+    "pool timeout",
+    "proxy",
+    "dropped",
+    "not http",
 ]
 """How a request failed without a usable response (the HTTP client's exception, classified)."""
 
-SNIPPET = 300
-"""The most characters of an upstream's own words an error quotes."""
+MAX_ERROR_TEXT = 20_000  # what any error shows at most; the parts that can be long are cut first, with a note
+MAX_PARTIAL = 16_000  # of a broken stream's partial output
+MAX_NAME = 80  # of a deployment name the caller sent
 
 
 class GGUFMCPError(Exception):
-    """Base of every error gguf-mcp reports on purpose."""
+    """Base of every error gguf-mcp reports on purpose; a subclass names its `label` and whether
+    waiting can heal it in its class line (`class RateLimited(UpstreamError, label=..., retryable=True)`)."""
 
-    label = "error"
+    label: ClassVar[str] = "error"
+    retryable: ClassVar[bool] = False
+
+    def __init_subclass__(cls, label: str | None = None, retryable: bool | None = None) -> None:
+        super().__init_subclass__()
+        if label is not None:
+            cls.label = label
+        if retryable is not None:
+            cls.retryable = retryable
 
 
-class ConfigError(GGUFMCPError):
+class ConfigError(GGUFMCPError, label="configuration"):
     """A setting is missing or malformed; the message names the setting and the fix."""
 
-    label = "configuration"
 
-
-class UnknownDeployment(GGUFMCPError):
+class UnknownDeployment(GGUFMCPError, label="unknown deployment"):
     """A tool call named a deployment that is not configured."""
 
-    label = "unknown deployment"
-
     def __init__(self, name: str, known: Iterable[str]) -> None:
-        super().__init__(f"Unknown deployment {name!r}. Configured deployments: {', '.join(known)}.")
+        super().__init__(f"Unknown deployment {cut(name, MAX_NAME)!r}. Configured deployments: {', '.join(known)}.")
 
 
 class UpstreamError(GGUFMCPError):
     """A request to a deployment failed; `retryable` says whether waiting can heal it."""
-
-    retryable = False
 
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -63,192 +78,134 @@ class UpstreamError(GGUFMCPError):
         return f"{text} (gave up after {self.attempts} attempts)" if self.attempts > 1 else text
 
 
-class AuthenticationFailed(UpstreamError):
+class AuthenticationFailed(UpstreamError, label="key rejected"):
     """401/403: the deployment rejected the API key, or got none."""
 
-    label = "key rejected"
 
-
-class KeyMissing(AuthenticationFailed):
+class KeyMissing(AuthenticationFailed, label="key missing"):
     """401/403 while no key is set for the deployment: it needs one."""
 
-    label = "key missing"
 
-
-class DeploymentNotFound(UpstreamError):
+class DeploymentNotFound(UpstreamError, label="not found"):
     """404 from the gateway: no such deployment for this account, or a base URL that is not one."""
 
-    label = "not found"
 
-
-class Redirected(UpstreamError):
+class Redirected(UpstreamError, label="redirected"):
     """3xx: the base URL answers with a redirect, which gguf-mcp never follows (it would carry the key)."""
 
-    label = "redirected"
 
-
-class DeploymentNotReady(UpstreamError):
+class DeploymentNotReady(UpstreamError, label="not ready", retryable=True):
     """503: the deployment exists but is starting or stopped."""
 
-    label = "not ready"
-    retryable = True
 
-
-class DeploymentUnreachable(UpstreamError):
+class DeploymentUnreachable(UpstreamError, label="not answering", retryable=True):
     """502/504: the deployment is marked ready but its server does not answer (restarting)."""
 
-    label = "not answering"
-    retryable = True
 
-
-class RateLimited(UpstreamError):
+class RateLimited(UpstreamError, label="rate limited", retryable=True):
     """429: too many requests."""
 
-    label = "rate limited"
-    retryable = True
 
-
-class NotSupported(UpstreamError):
+class NotSupported(UpstreamError, label="not supported"):
     """501, or llama-server's own 404: the deployment's server does not offer this route."""
 
-    label = "not supported"
 
-
-class RequestRejected(UpstreamError):
+class RequestRejected(UpstreamError, label="request rejected"):
     """Another 4xx: the deployment refused the request; its own message says why."""
 
-    label = "request rejected"
 
-
-class UpstreamServerError(UpstreamError):
+class UpstreamServerError(UpstreamError, label="server error"):
     """Another 5xx, or an error event mid-stream: the deployment's server failed on this request."""
 
-    label = "server error"
 
-
-class UpstreamTimeout(UpstreamError):
+class UpstreamTimeout(UpstreamError, label="timed out"):
     """No answer within the read time-out."""
 
-    label = "timed out"
 
-
-class ConnectionFailed(UpstreamError):
+class ConnectionFailed(UpstreamError, label="unreachable", retryable=True):
     """The deployment could not be reached (refused, DNS, reset before a response)."""
 
-    label = "unreachable"
-    retryable = True
 
-
-class CertificateRejected(UpstreamError):
+class CertificateRejected(UpstreamError, label="certificate rejected"):
     """The deployment's TLS certificate did not verify: waiting will not change that."""
 
-    label = "certificate rejected"
 
-
-class NotTLS(UpstreamError):
+class NotTLS(UpstreamError, label="not TLS"):
     """An https:// base URL whose server answered in plain HTTP."""
 
-    label = "not TLS"
 
-
-class ProxyFailed(UpstreamError):
+class ProxyFailed(UpstreamError, label="proxy failed"):
     """The proxy from the environment (HTTPS_PROXY, ...) refused or failed the request."""
 
-    label = "proxy failed"
 
-
-class UpstreamBusy(UpstreamError):
+class UpstreamBusy(UpstreamError, label="saturated"):
     """Every connection to the deployments stayed in use for the whole wait (GGUF_MCP_UPSTREAM_CONNECTIONS)."""
 
-    label = "saturated"
 
-
-class StreamInterrupted(UpstreamError):
+class StreamInterrupted(UpstreamError, label="stream broken"):
     """A streamed answer broke, stalled or ended before its final event."""
 
-    label = "stream broken"
+
+class InvalidResponse(UpstreamError, label="invalid response"):
+    """The deployment answered with something its protocol does not allow: a 2xx body of the wrong
+    shape, or bytes that are not HTTP at all. Never retried: the same request gets the same answer."""
 
 
-class InvalidResponse(UpstreamError):
-    """The deployment answered 2xx with a body that is not what its protocol promises."""
-
-    label = "invalid response"
-
-
-class ResponseTooLarge(InvalidResponse):
+class ResponseTooLarge(InvalidResponse, label="too large"):
     """The answer (or one streamed event) exceeded the size gguf-mcp is willing to read."""
-
-    label = "too large"
-
-
-# --- Reading what an upstream said ---------------------------------------------------------------
-
-_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
-
-
-def plain(text: str) -> str:
-    """Text safe to show: terminal escapes and control characters removed, whitespace collapsed."""
-    return " ".join(_CONTROL.sub(" ", text).split())
-
-
-def cut(text: str, limit: int = SNIPPET) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _page_summary(text: str) -> str:
-    """An HTML page (a proxy's or gateway's error page) as its title and a short plain-text excerpt."""
-    title_match = _TITLE.search(text)
-    title = plain(html.unescape(title_match.group(1))) if title_match else ""
-    body = plain(html.unescape(_TAG.sub(" ", text)))
-    if title and body.startswith(title):
-        body = body[len(title) :].strip()
-    excerpt = cut(body, 120)
-    if title:
-        return f"an HTML page titled {title!r}" + (f": {excerpt}" if excerpt else "")
-    return f"an HTML page: {excerpt}" if excerpt else "an empty HTML page"
-
-
-def _json_message(data: object) -> str | None:
-    """The message in an error body's usual JSON shapes: {"error": {"message"}}, {"error": "..."}, {"detail"}."""
-    if not isinstance(data, dict):
-        return None
-    err = data.get("error", data)
-    if isinstance(err, str) and err:
-        return err
-    for found in ((err.get("message") or err.get("detail")) if isinstance(err, dict) else None,
-                  data.get("detail") or data.get("message")):  # fmt: skip
-        if isinstance(found, str) and found:
-            return found
-    return None
-
-
-def upstream_message(body: bytes, secrets: Iterable[str] = ()) -> str:
-    """The human message inside an upstream error body, whatever its shape: redacted, then cut."""
-    text = body.decode("utf-8", "replace")
-    try:
-        message = _json_message(json.loads(text))
-    except ValueError:
-        message = None
-    if message is None:
-        stripped = text.lstrip()
-        looks_html = stripped[:1] == "<" and re.match(r"<(!doctype|html|head|body|\?xml|title)", stripped, re.I)
-        message = _page_summary(text) if looks_html else text
-    return cut(plain(redact(message, secrets))) or "(empty body)"
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # an HTTP date; rare on APIs, and the backoff still applies
-    return max(seconds, 0.0) if seconds == seconds else None
 
 
 # --- The mappings -------------------------------------------------------------------------------
+
+_MUST_BE_DEPLOYMENT = "Check that the base URL points at a llama-server or GGUF Cloud deployment"
+
+_BY_STATUS: dict[int, tuple[type[UpstreamError], str]] = {
+    401: (
+        AuthenticationFailed,
+        "{where} rejected the API key (HTTP {status}: {detail}). Check {key_env}: it must be a valid key of the "
+        "account that owns the deployment.",
+    ),
+    404: (
+        DeploymentNotFound,
+        "{where} was not found (HTTP 404: {detail}). Check its deployment id or base URL, and that it belongs to "
+        "the account of {key_env}.",
+    ),
+    429: (RateLimited, "{where} is rate limiting requests (HTTP 429: {detail}). Wait, then retry."),
+    501: (NotSupported, "{where} does not support this request (HTTP 501: {detail})."),
+    502: (
+        DeploymentUnreachable,
+        "{where} is not answering (HTTP {status}: {detail}). It may be restarting or warming up: try again in a "
+        "minute.",
+    ),
+    503: (
+        DeploymentNotReady,
+        "{where} is not ready (HTTP 503: {detail}). It may be starting or stopped: start it in the GGUF Cloud "
+        "dashboard or try again in a minute.",
+    ),
+}
+_BY_STATUS[403] = _BY_STATUS[401]
+_BY_STATUS[504] = _BY_STATUS[502]
+_KEY_MISSING = (
+    KeyMissing,
+    "{where} asks for an API key (HTTP {status}: {detail}), and {key_env} is not set. Set it in the server's "
+    "environment, or use --api-key-file.",
+)
+# llama-server's own 404: the deployment answered, but has no such route.
+_NO_ROUTE = (
+    NotSupported,
+    "{where} answered but has no such route (HTTP 404: {detail}). Its llama-server may be too old for this API, "
+    "or the base URL points below the deployment's root.",
+)
+_REJECTED = (RequestRejected, "{where} rejected the request (HTTP {status}): {detail}")
+_FAILED = (UpstreamServerError, "{where} failed (HTTP {status}): {detail}")
+
+
+def _for_status(status: int, detail: str, has_key: bool) -> tuple[type[UpstreamError], str]:
+    if status in (401, 403) and not has_key:
+        return _KEY_MISSING
+    if status == 404 and detail == "File Not Found":
+        return _NO_ROUTE
+    return _BY_STATUS.get(status) or (_REJECTED if 400 <= status < 500 else _FAILED)
 
 
 def error_for_status(
@@ -256,118 +213,88 @@ def error_for_status(
     key_env: str,
     status: int,
     body: bytes,
-    retry_after: str | None,
-    secrets: Iterable[str],
+    retry_after: float | None,
+    redactor: Redactor,
     *,
     has_key: bool = True,
 ) -> UpstreamError:
-    """Map an HTTP error status from deployment `deployment` to the error the agent reads."""
-    detail = upstream_message(body, secrets)
-    where = f"Deployment {deployment!r}"
-    cls: type[UpstreamError]
-    if status in (401, 403) and not has_key:
-        cls, text = (
-            KeyMissing,
-            f"{where} asks for an API key (HTTP {status}: {detail}), and {key_env} is not set. Set it in the "
-            "server's environment, or use --api-key-file.",
-        )
-    elif status in (401, 403):
-        cls, text = (
-            AuthenticationFailed,
-            f"{where} rejected the API key (HTTP {status}: {detail}). Check {key_env}: it must be a valid key of "
-            "the account that owns the deployment.",
-        )
-    elif status == 404 and detail == "File Not Found":
-        # llama-server's own 404: the deployment answered, but has no such route.
-        cls, text = (
-            NotSupported,
-            f"{where} answered but has no such route (HTTP 404: {detail}). Its llama-server may be too old for "
-            "this API, or the base URL points below the deployment's root.",
-        )
-    elif status == 404:
-        cls, text = (
-            DeploymentNotFound,
-            f"{where} was not found (HTTP 404: {detail}). Check its deployment id or base URL, and that it "
-            f"belongs to the account of {key_env}.",
-        )
-    elif status == 429:
-        cls, text = RateLimited, f"{where} is rate limiting requests (HTTP 429: {detail}). Wait, then retry."
-    elif status == 501:
-        cls, text = NotSupported, f"{where} does not support this request (HTTP 501: {detail})."
-    elif status == 503:
-        cls, text = (
-            DeploymentNotReady,
-            f"{where} is not ready (HTTP 503: {detail}). It may be starting or stopped: start it in the GGUF "
-            "Cloud dashboard or try again in a minute.",
-        )
-    elif status in (502, 504):
-        cls, text = (
-            DeploymentUnreachable,
-            f"{where} is not answering (HTTP {status}: {detail}). It may be restarting or warming up: try again "
-            "in a minute.",
-        )
-    elif 400 <= status < 500:
-        cls, text = RequestRejected, f"{where} rejected the request (HTTP {status}): {detail}"
-    else:
-        cls, text = UpstreamServerError, f"{where} failed (HTTP {status}): {detail}"
-    wait = _retry_after(retry_after)
-    if wait is not None and cls.retryable:
-        text += f" It asks to wait {wait:g} s before retrying."
-    return cls(text, status=status, retry_after=wait)
+    """Map an HTTP error status from deployment `deployment` (and the seconds its Retry-After asks
+    for) to the error the agent reads."""
+    detail = upstream_message(body, redactor)
+    cls, template = _for_status(status, detail, has_key)
+    text = template.format(where=f"Deployment {deployment!r}", status=status, detail=detail, key_env=key_env)
+    if retry_after is not None and cls.retryable:
+        text += f" It asks to wait {retry_after:g} s before retrying."
+    return cls(text, status=status, retry_after=retry_after)
 
 
-def redirected(deployment: str, base_url: str, status: int, location: str | None) -> Redirected:
-    """A 3xx: name where it points (host only: a query string may hold anything) and the likely fix."""
+def redirected(deployment: str, base_url: str, status: int, location: str | None, redactor: Redactor) -> Redirected:
+    """A 3xx: name where it points (scheme, host and port only: a path or query may hold anything)
+    and the likely fix. The host is the upstream's words, lowercased by the parser: redacted, then cut."""
     target = urlsplit(location or "")
     here = urlsplit(base_url)
-    host = target.hostname or here.hostname or "?"
-    where = f"{target.scheme or here.scheme}://{host}" + (f":{target.port}" if target.port else "")
+    host = cut(plain(redactor.text(target.hostname or here.hostname or "?")), 255)
+    try:
+        port = f":{target.port}" if target.port else ""
+    except ValueError:  # not a number: nothing worth naming
+        port = ""
     return Redirected(
-        f"Deployment {deployment!r} ({base_url}) answered HTTP {status}, a redirect to {where}. gguf-mcp never "
-        "follows redirects (they would carry the API key and the prompt elsewhere): the base URL is probably "
-        "wrong; set it to where the deployment really is.",
+        f"Deployment {deployment!r} ({base_url}) answered HTTP {status}, a redirect to "
+        f"{target.scheme or here.scheme}://{host}{port}. gguf-mcp never follows redirects (they would carry the API "
+        "key and the prompt elsewhere): the base URL is probably wrong; set it to where the deployment really is.",
         status=status,
     )
+
+
+_BY_FAILURE: dict[TransportFailure, tuple[type[UpstreamError], str]] = {
+    "connect timeout": (
+        ConnectionFailed,
+        "{where} could not be reached: connection timed out. Check the URL and network.",
+    ),
+    "read timeout": (
+        UpstreamTimeout,
+        "{where} sent nothing for {timeout:g} s (read time-out). Raise GGUF_MCP_TIMEOUT for long generations, or "
+        "lower max_tokens.",
+    ),
+    "pool timeout": (
+        UpstreamBusy,
+        "{where}: every upstream connection stayed busy for {timeout:g} s, so this call never started. Too many "
+        "generations are in flight: raise GGUF_MCP_UPSTREAM_CONNECTIONS, or try again later.",
+    ),
+    "certificate": (
+        CertificateRejected,
+        "{where} presented a TLS certificate that did not verify ({detail}). If it is signed by a private CA, set "
+        "SSL_CERT_FILE to that CA's bundle (PEM).",
+    ),
+    "not tls": (
+        NotTLS,
+        "{where} did not answer the TLS handshake ({detail}): the server may not speak TLS; try http:// instead "
+        "of https://.",
+    ),
+    "proxy": (
+        ProxyFailed,
+        "{where} could not be reached through the proxy set in the environment ({detail}). Check "
+        "HTTPS_PROXY/HTTP_PROXY (and credentials in it), or add the deployment's host to NO_PROXY.",
+    ),
+    "connect": (
+        ConnectionFailed,
+        "{where} could not be reached ({detail}). Check the URL and that the server is running.",
+    ),
+    "dropped": (ConnectionFailed, "{where} dropped the connection ({detail}). Try again."),
+    "not http": (
+        InvalidResponse,
+        "{where} answered with bytes that are not valid HTTP ({detail}); gguf-mcp stopped reading and did not send "
+        "the request again. " + _MUST_BE_DEPLOYMENT + ", not at another kind of server.",
+    ),
+}
 
 
 def error_for_transport(
     deployment: str, url: str, failure: TransportFailure, detail: str, timeout: float
 ) -> UpstreamError:
     """Map a transport failure (no usable response) to the error the agent reads."""
-    where = f"Deployment {deployment!r} ({url})"
-    detail = cut(plain(detail))
-    if failure == "connect timeout":
-        return ConnectionFailed(f"{where} could not be reached: connection timed out. Check the URL and network.")
-    if failure == "read timeout":
-        return UpstreamTimeout(
-            f"{where} sent nothing for {timeout:g} s (read time-out). Raise GGUF_MCP_TIMEOUT for long "
-            "generations, or lower max_tokens."
-        )
-    if failure == "pool timeout":
-        return UpstreamBusy(
-            f"{where}: every upstream connection stayed busy for {timeout:g} s, so this call never started. Too "
-            "many generations are in flight: raise GGUF_MCP_UPSTREAM_CONNECTIONS, or try again later."
-        )
-    if failure == "certificate":
-        return CertificateRejected(
-            f"{where} presented a TLS certificate that did not verify ({detail}). If it is signed by a private "
-            "CA, set SSL_CERT_FILE to that CA's bundle (PEM)."
-        )
-    if failure == "not tls":
-        return NotTLS(
-            f"{where} did not answer the TLS handshake ({detail}): the server may not speak TLS; try http:// "
-            "instead of https://."
-        )
-    if failure == "proxy":
-        return ProxyFailed(
-            f"{where} could not be reached through the proxy set in the environment ({detail}). Check "
-            "HTTPS_PROXY/HTTP_PROXY (and credentials in it), or add the deployment's host to NO_PROXY."
-        )
-    if failure == "connect":
-        return ConnectionFailed(
-            f"{where} could not be reached ({detail}). Check the URL and that the server is running."
-        )
-    return ConnectionFailed(f"{where} dropped the connection ({detail}). Try again.")
+    cls, template = _BY_FAILURE[failure]
+    return cls(template.format(where=f"Deployment {deployment!r} ({url})", detail=cut(plain(detail)), timeout=timeout))
 
 
 def unsupported_proxy(scheme: str) -> ConfigError:
@@ -378,27 +305,27 @@ def unsupported_proxy(scheme: str) -> ConfigError:
 
 
 def invalid_response(
-    deployment: str, what: str, body: bytes, content_type: str | None, secrets: Iterable[str]
+    deployment: str, what: str, body: bytes, content_type: str | None, redactor: Redactor
 ) -> InvalidResponse:
     """A 2xx whose body is not what the protocol promises (e.g. an HTML page from a proxy)."""
-    snippet = upstream_message(body[:4096], secrets)
+    snippet = upstream_message(body[:4096], redactor)
     return InvalidResponse(
         f"Deployment {deployment!r} returned {what} (content-type {cut(plain(content_type or 'none'), 80)}, "
-        f"{len(body)} bytes: {cut(snippet, 120)!r}). Check that the base URL points at a llama-server or GGUF "
-        "Cloud deployment, not at a web page or proxy."
+        f"{len(body)} bytes: {cut(snippet, 120)!r}). {_MUST_BE_DEPLOYMENT}, not at a web page or proxy."
     )
 
 
 def unexpected_shape(deployment: str, what: str) -> InvalidResponse:
-    return InvalidResponse(
-        f"Deployment {deployment!r} sent {what}. Check that the base URL points at a llama-server or GGUF Cloud "
-        "deployment."
-    )
+    return InvalidResponse(f"Deployment {deployment!r} sent {what}. {_MUST_BE_DEPLOYMENT}.")
 
 
-def stream_broken(deployment: str, failure: TransportFailure | None, detail: str, timeout: float) -> StreamInterrupted:
-    """A stream that stalled past the read time-out, broke, or ended without its final event."""
+def stream_broken(
+    deployment: str, url: str, failure: TransportFailure | None, detail: str, timeout: float
+) -> UpstreamError:
+    """A stream that stalled past the read time-out, broke, ended without its final event, or was not HTTP."""
     where = f"The answer from deployment {deployment!r}"
+    if failure == "not http":
+        return error_for_transport(deployment, url, failure, detail, timeout)
     if failure == "read timeout":
         return StreamInterrupted(
             f"{where} stalled: nothing arrived for {timeout:g} s (read time-out). Raise GGUF_MCP_TIMEOUT if "
@@ -409,9 +336,9 @@ def stream_broken(deployment: str, failure: TransportFailure | None, detail: str
     return StreamInterrupted(f"{where} ended before its final event (the connection closed early). Try again.")
 
 
-def stream_error(deployment: str, data: dict[str, object], secrets: Iterable[str]) -> UpstreamServerError:
+def stream_error(deployment: str, data: dict[str, object], redactor: Redactor) -> UpstreamServerError:
     """An error event inside a stream (e.g. llama-server failing mid-generation)."""
-    detail = upstream_message(json.dumps(data).encode(), secrets).rstrip(".")
+    detail = upstream_message(json.dumps(data).encode(), redactor).rstrip(".")
     return UpstreamServerError(f"Deployment {deployment!r} failed mid-answer: {detail}. Try again.")
 
 
@@ -438,10 +365,85 @@ def no_output_by_deadline(deployment: str, deadline: float) -> UpstreamTimeout:
 
 
 def stream_failed_with_partial(message: str, tokens: int, partial: str) -> str:
-    """A broken stream's error text, with what had arrived."""
-    return f"{message} Partial output ({tokens} tokens): {partial}"
+    """A broken stream's error text, with what had arrived (its beginning, if that is long; `partial`
+    is redacted already, so the cut cannot keep half a key)."""
+    if len(partial) <= MAX_PARTIAL:
+        return f"{message} Partial output ({tokens} tokens): {partial}"
+    return (
+        f"{message} Partial output ({tokens} tokens, {len(partial)} characters; the first {MAX_PARTIAL} follow, "
+        f"the other {len(partial) - MAX_PARTIAL} are not kept. For a long answer, ask for less per call (a lower "
+        f"max_tokens) or set a deadline, which returns what arrived by then as a result): {partial[:MAX_PARTIAL]}"
+    )
+
+
+def no_answer_within(deployment: str, base_url: str, within: float) -> UpstreamTimeout:
+    return UpstreamTimeout(f"Deployment {deployment!r} ({base_url}) did not answer within {within:g} s.")
+
+
+def check_crashed(deployment: str, exc: Exception) -> UpstreamError:
+    """A health check that failed in a way gguf-mcp did not foresee (a bug: the log has the traceback)."""
+    return UpstreamError(f"Checking deployment {deployment!r} failed unexpectedly ({type(exc).__name__}).")
+
+
+def no_model_listed(deployment: str, route: str) -> InvalidResponse:
+    return InvalidResponse(
+        f"Deployment {deployment!r}: GET {route} lists no model. {_MUST_BE_DEPLOYMENT} with a model loaded."
+    )
+
+
+def secret_flag_refused(flag: str, env: str, file_flag: str) -> ConfigError:
+    """A secret given as a flag (visible in process listings); the message never echoes it."""
+    return ConfigError(
+        f"{flag} is not accepted (flags show in process listings). Set {env} in the environment, or use "
+        f"{file_flag} PATH."
+    )
 
 
 def report_config_error(error: ConfigError) -> str:
     """The one line a configuration error prints on stderr (CLI and app factory alike)."""
     return f"gguf-mcp: configuration error: {plain(str(error))}"
+
+
+def error_text(error: GGUFMCPError, redactor: Redactor) -> str:
+    """An error as anyone outside the process reads it: a tool error, and the `error` that
+    list_models and the resources show. The one boundary: redacted here, last and whatever the
+    case, after every step that could change its words (a URL parser lowercases the host it
+    names), then bounded."""
+    return cut(redactor.text(str(error)), MAX_ERROR_TEXT)
+
+
+# --- A tool call's invalid arguments -----------------------------------------------------------------
+
+
+def invalid_arguments(tool: str, error: ValidationError, schema: dict[str, Any]) -> str:
+    """One line per argument: the argument, what was wrong with it, what is accepted."""
+    lines: dict[str, str] = {}
+    for problem in error.errors(include_url=False):
+        loc = [str(part) for part in problem["loc"]]
+        if not loc or loc[0] in lines:
+            continue  # one line per argument: the first problem pydantic found with it
+        where = ".".join(loc[: 3 if len(loc) > 1 and loc[1].isdigit() else 1])
+        got = "" if problem["type"] == "missing" else f" (got {cut(repr(problem['input']), 60)})"
+        accepted = _accepted(schema.get("properties", {}).get(loc[0], {}))
+        lines[loc[0]] = f"- {where}: {problem['msg']}{got}" + (f"; accepted: {accepted}" if accepted else "")
+    return f"Invalid arguments for {tool} (nothing was sent):\n" + "\n".join(lines.values())
+
+
+def _accepted(schema: dict[str, Any]) -> str:
+    """What a property's schema accepts, in a few words."""
+    if "anyOf" in schema:
+        return " or ".join(filter(None, (_accepted(branch) for branch in schema["anyOf"])))
+    kinds = schema.get("type")
+    text = " or ".join(kinds) if isinstance(kinds, list) else str(kinds or "")
+    if kinds == "array" and isinstance(schema.get("items"), dict) and "type" in schema["items"]:
+        text += f" of {schema['items']['type']}s"
+    if "enum" in schema:
+        text = "one of " + ", ".join(map(str, schema["enum"]))
+    low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
+    if low is not None and high is not None:
+        text += f" from {low} to {high}"
+    elif low is not None:
+        text += f" above {low}" if "exclusiveMinimum" in schema else f" of at least {low}"
+    if "maxItems" in schema:
+        text += f" (at most {schema['maxItems']} items)"
+    return text.strip()

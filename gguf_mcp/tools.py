@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal, ParamSpec
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -30,7 +30,14 @@ from gguf_mcp.dialects import (
     MessagesResult,
     usage,
 )
-from gguf_mcp.errors import GGUFMCPError, NotSupported, cut, no_embeddings, unexpected_shape
+from gguf_mcp.errors import (
+    GGUFMCPError,
+    NotSupported,
+    error_text,
+    invalid_arguments,
+    no_embeddings,
+    unexpected_shape,
+)
 from gguf_mcp.generation import generate
 from gguf_mcp.health import ModelsResult, query_models
 from gguf_mcp.schemas import compact, prune
@@ -148,7 +155,7 @@ class EmbedResult(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------
-# Errors: the one place an error becomes what the agent reads
+# Errors: where an error becomes what the agent reads (its text: `gguf_mcp.errors`)
 
 
 class GGUFTool(Tool):
@@ -164,52 +171,20 @@ class GGUFTool(Tool):
             raise
 
 
-def invalid_arguments(tool: str, error: ValidationError, schema: dict[str, Any]) -> str:
-    lines: dict[str, str] = {}
-    for problem in error.errors(include_url=False):
-        loc = [str(part) for part in problem["loc"]]
-        if not loc or loc[0] in lines:
-            continue  # one line per argument: the first problem pydantic found with it
-        where = ".".join(loc[: 3 if len(loc) > 1 and loc[1].isdigit() else 1])
-        got = "" if problem["type"] == "missing" else f" (got {cut(repr(problem['input']), 60)})"
-        accepted = _accepted(schema.get("properties", {}).get(loc[0], {}))
-        lines[loc[0]] = f"- {where}: {problem['msg']}{got}" + (f"; accepted: {accepted}" if accepted else "")
-    return f"Invalid arguments for {tool} (nothing was sent):\n" + "\n".join(lines.values())
+ToolFunction = Callable[..., Awaitable[CallToolResult]]
 
 
-def _accepted(schema: dict[str, Any]) -> str:
-    """What a property's schema accepts, in a few words."""
-    if "anyOf" in schema:
-        return " or ".join(filter(None, (_accepted(branch) for branch in schema["anyOf"])))
-    kinds = schema.get("type")
-    text = " or ".join(kinds) if isinstance(kinds, list) else str(kinds or "")
-    if kinds == "array" and isinstance(schema.get("items"), dict) and "type" in schema["items"]:
-        text += f" of {schema['items']['type']}s"
-    if "enum" in schema:
-        text = "one of " + ", ".join(map(str, schema["enum"]))
-    low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
-    if low is not None and high is not None:
-        text += f" from {low} to {high}"
-    elif low is not None:
-        text += f" above {low}" if "exclusiveMinimum" in schema else f" of at least {low}"
-    if "maxItems" in schema:
-        text += f" (at most {schema['maxItems']} items)"
-    return text.strip()
-
-
-P = ParamSpec("P")
-
-
-def reports_errors(fn: Callable[P, Awaitable[CallToolResult]]) -> Callable[P, Awaitable[CallToolResult]]:
-    """Turn every `GGUFMCPError` a tool raises into a tool error carrying its message (redacted
-    upstream already); anything else is a bug, which the SDK reports without details."""
+def reports_errors(fn: ToolFunction) -> ToolFunction:
+    """Turn every `GGUFMCPError` a tool raises into a tool error carrying its text, through
+    `error_text` (redacted there, last); anything else is a bug, which the SDK reports without details.
+    The SDK passes `ctx` by name, so it cannot be positional-only (hence no ParamSpec)."""
 
     @functools.wraps(fn)
-    async def tool(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
+    async def tool(ctx: Ctx, *args: Any, **kwargs: Any) -> CallToolResult:
         try:
-            return await fn(*args, **kwargs)
+            return await fn(ctx, *args, **kwargs)
         except GGUFMCPError as exc:
-            raise ToolError(str(exc)) from None
+            raise ToolError(error_text(exc, ctx.request_context.lifespan_context.upstream.redactor)) from None
 
     return tool
 
