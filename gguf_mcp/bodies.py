@@ -55,13 +55,9 @@ def _json_message(data: object) -> str | None:
     if not isinstance(data, dict):
         return None
     err = data.get("error", data)
-    if isinstance(err, str) and err:
-        return err
-    for found in ((err.get("message") or err.get("detail")) if isinstance(err, dict) else None,
-                  data.get("detail") or data.get("message")):  # fmt: skip
-        if isinstance(found, str) and found:
-            return found
-    return None
+    inner = [err.get("message"), err.get("detail")] if isinstance(err, dict) else []
+    found = (err, *inner, data.get("detail"), data.get("message"))
+    return next((text for text in found if isinstance(text, str) and text), None)
 
 
 def upstream_message(body: bytes, redactor: Redactor) -> str:

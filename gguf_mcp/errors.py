@@ -156,7 +156,6 @@ class ResponseTooLarge(InvalidResponse, label="too large"):
 
 
 # --- The mappings -------------------------------------------------------------------------------
-
 _MUST_BE_DEPLOYMENT = "Check that the base URL points at a llama-server or GGUF Cloud deployment"
 
 _BY_STATUS: dict[int, tuple[type[UpstreamError], str]] = {
@@ -183,8 +182,7 @@ _BY_STATUS: dict[int, tuple[type[UpstreamError], str]] = {
         "dashboard or try again in a minute.",
     ),
 }
-_BY_STATUS[403] = _BY_STATUS[401]
-_BY_STATUS[504] = _BY_STATUS[502]
+_BY_STATUS |= {403: _BY_STATUS[401], 504: _BY_STATUS[502]}
 _KEY_MISSING = (
     KeyMissing,
     "{where} asks for an API key (HTTP {status}: {detail}), and {key_env} is not set. Set it in the server's "
@@ -404,11 +402,9 @@ def report_config_error(error: ConfigError) -> str:
     return f"gguf-mcp: configuration error: {plain(str(error))}"
 
 
-def error_text(error: GGUFMCPError, redactor: Redactor) -> str:
-    """An error as anyone outside the process reads it: a tool error, and the `error` that
-    list_models and the resources show. The one boundary: redacted here, last and whatever the
-    case, after every step that could change its words (a URL parser lowercases the host it
-    names), then bounded."""
+def error_text(error: GGUFMCPError | str, redactor: Redactor) -> str:
+    """An error as anyone outside reads it (a tool error, the `error` of list_models and the resources):
+    the one boundary, redacted last and whatever the case (a URL parser lowercases a host), then bounded."""
     return cut(redactor.text(str(error)), MAX_ERROR_TEXT)
 
 
@@ -433,17 +429,21 @@ def _accepted(schema: dict[str, Any]) -> str:
     """What a property's schema accepts, in a few words."""
     if "anyOf" in schema:
         return " or ".join(filter(None, (_accepted(branch) for branch in schema["anyOf"])))
+    if "enum" in schema:
+        return "one of " + ", ".join(map(str, schema["enum"])) + _bounds(schema)
     kinds = schema.get("type")
     text = " or ".join(kinds) if isinstance(kinds, list) else str(kinds or "")
     if kinds == "array" and isinstance(schema.get("items"), dict) and "type" in schema["items"]:
         text += f" of {schema['items']['type']}s"
-    if "enum" in schema:
-        text = "one of " + ", ".join(map(str, schema["enum"]))
+    return (text + _bounds(schema)).strip()
+
+
+def _bounds(schema: dict[str, Any]) -> str:
     low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
-    if low is not None and high is not None:
-        text += f" from {low} to {high}"
-    elif low is not None:
-        text += f" above {low}" if "exclusiveMinimum" in schema else f" of at least {low}"
-    if "maxItems" in schema:
-        text += f" (at most {schema['maxItems']} items)"
-    return text.strip()
+    if low is None:
+        span = ""
+    elif high is not None:
+        span = f" from {low} to {high}"
+    else:
+        span = f" above {low}" if "exclusiveMinimum" in schema else f" of at least {low}"
+    return span + (f" (at most {schema['maxItems']} items)" if "maxItems" in schema else "")

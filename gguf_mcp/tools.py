@@ -8,8 +8,6 @@ refused before it costs memory or reaches a deployment.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
@@ -155,38 +153,27 @@ class EmbedResult(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------
-# Errors: where an error becomes what the agent reads (its text: `gguf_mcp.errors`)
+# Errors: where an error becomes what the agent reads (its words: `gguf_mcp.errors`)
 
 
 class GGUFTool(Tool):
-    """The SDK's tool, reporting invalid arguments one line per argument instead of pydantic's dump:
-    the argument, what was wrong with it, what is accepted."""
+    """The SDK's tool, and the one place an error becomes what the agent reads: a `GGUFMCPError` as
+    its own text, invalid arguments one line per argument (not pydantic's dump), each through
+    `error_text`. Anything else is a bug, which the SDK reports without details."""
 
     async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
         try:
             return await super().run(arguments, context, convert_result)
-        except ToolError as exc:
-            if isinstance(exc.__cause__, ValidationError):  # the SDK's documented cause of a bad call
-                raise ToolError(invalid_arguments(self.name, exc.__cause__, self.parameters)) from None
-            raise
-
-
-ToolFunction = Callable[..., Awaitable[CallToolResult]]
-
-
-def reports_errors(fn: ToolFunction) -> ToolFunction:
-    """Turn every `GGUFMCPError` a tool raises into a tool error carrying its text, through
-    `error_text` (redacted there, last); anything else is a bug, which the SDK reports without details.
-    The SDK passes `ctx` by name, so it cannot be positional-only (hence no ParamSpec)."""
-
-    @functools.wraps(fn)
-    async def tool(ctx: Ctx, *args: Any, **kwargs: Any) -> CallToolResult:
-        try:
-            return await fn(ctx, *args, **kwargs)
-        except GGUFMCPError as exc:
-            raise ToolError(error_text(exc, ctx.request_context.lifespan_context.upstream.redactor)) from None
-
-    return tool
+        except ToolError as exc:  # the SDK's wrapper: what went wrong is its cause
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):  # the SDK's documented cause of a bad call
+                text = invalid_arguments(self.name, cause, self.parameters)
+            elif isinstance(cause, GGUFMCPError):
+                text = f"Error executing tool {self.name}: {cause}"
+            else:
+                raise
+            redactor = context.request_context.lifespan_context.upstream.redactor
+            raise ToolError(error_text(text, redactor)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,7 +365,7 @@ def build_tools(settings: Settings) -> list[Tool]:
     for fn in TOOLS:
         if fn.__name__ not in settings.tools:
             continue
-        tool = GGUFTool.from_function(reports_errors(fn), annotations=READ_ONLY)
+        tool = GGUFTool.from_function(fn, annotations=READ_ONLY)
         # With one deployment there is nothing to choose: the argument stays accepted, unadvertised.
         if len(names) > 1:
             tool.parameters["properties"]["deployment"] = {"type": "string", "enum": names}

@@ -67,9 +67,9 @@ class RetryPolicy:
 
     Only failures that can heal are retried (`UpstreamError.retryable`: not ready, restarting,
     rate limited, unreachable). Waits use exponential backoff with full jitter, honour the
-    server's Retry-After up to `max_delay`, and never push the total past `max_total`. A request
-    resent at once because its pooled connection was found dead before any answer is not a
-    retry: it is the same attempt on a fresh connection, and spends none of `max_retries`.
+    server's Retry-After up to `max_delay`, and never push the total past `max_total`. The one
+    resend of a request whose pooled connection was found dead before any answer is not a
+    retry: it spends none of `max_retries` (`UpstreamClient._send`).
     """
 
     max_retries: int
@@ -110,30 +110,36 @@ def _not_http(exc: httpx2.TransportError) -> str | None:
     return words if _COMPLAINT.fullmatch(words) else "malformed answer"
 
 
+_BY_TYPE: tuple[tuple[type[httpx2.TransportError], TransportFailure], ...] = (
+    (httpx2.ConnectTimeout, "connect timeout"),
+    (httpx2.PoolTimeout, "pool timeout"),
+    (httpx2.ReadTimeout, "read timeout"),
+    (httpx2.ProxyError, "proxy"),
+    (httpx2.ConnectError, "connect"),
+)
+
+
 def _failure(exc: httpx2.TransportError) -> tuple[TransportFailure, str]:
     """What kind of transport failure an httpx exception is, and its text for the agent."""
     complaint = _not_http(exc)
     if complaint is not None:
         return "not http", complaint
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if isinstance(exc, httpx2.ConnectTimeout):
-        return "connect timeout", detail
-    if isinstance(exc, httpx2.PoolTimeout):
-        return "pool timeout", detail
-    if isinstance(exc, httpx2.ReadTimeout):
-        return "read timeout", detail
-    if isinstance(exc, httpx2.ProxyError):
-        return "proxy", detail
-    if isinstance(exc, httpx2.ConnectError):
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, ssl.SSLCertVerificationError):
-                return "certificate", detail
-            if isinstance(cause, ssl.SSLError) and cause.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
-                return "not tls", detail
-            cause = cause.__cause__ or cause.__context__
-        return "connect", detail
-    return "dropped", detail
+    dropped: TransportFailure = "dropped"
+    failure = next((failure for kind, failure in _BY_TYPE if isinstance(exc, kind)), dropped)
+    return (_tls_failure(exc) or failure) if failure == "connect" else failure, detail
+
+
+def _tls_failure(exc: BaseException) -> TransportFailure | None:
+    """A connection refused by TLS: the certificate did not verify, or the server does not speak TLS."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "certificate"
+        if isinstance(cause, ssl.SSLError) and cause.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
+            return "not tls"
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -282,55 +288,55 @@ class UpstreamClient:
         *,
         retry: RetryPolicy | None = None,
     ) -> httpx2.Response:
-        """Send until a 2xx or the retry policy gives up; the body of the 2xx is left unread."""
+        """Send until a 2xx or the retry policy gives up; the body of the 2xx is left unread.
+
+        A pooled connection found dead before any response gets one resend per call, at once and
+        apart from the policy's retries: the request provably never reached the server. Only then:
+        a request whose answer had started may have run on the GPU, and one answered with bytes
+        that are not HTTP would get the same bytes again. `attempts` counts every request sent.
+        """
         content = json.dumps(body).encode() if body is not None else None
         policy = retry or self._retry
         started = time.monotonic()
-        attempt = 0
+        retries = sent = 0
+        stale_resend = True
         while True:
-            outcome = await self._attempt(dep, method, endpoint, content)
-            if isinstance(outcome, httpx2.Response):
-                return outcome
-            wait = policy.delay(attempt, outcome, time.monotonic() - started)
+            sent += 1
+            try:
+                response = await self._open(dep, method, endpoint, content)
+            except httpx2.TransportError as exc:
+                if stale_resend and _stale(exc):
+                    stale_resend = False
+                    continue
+                error = error_for_transport(dep.name, dep.base_url, *_failure(exc), self._timeout)
+            else:
+                if response.status_code < 300:
+                    return response
+                error = await self._refusal(dep, response)
+            wait = policy.delay(retries, error, time.monotonic() - started)
             if wait is None:
-                outcome.attempts = attempt + 1
-                raise outcome
+                error.attempts = sent
+                raise error
             log.warning(
                 "%s %s on %r failed (%s); retrying in %.1f s",
-                *(method, endpoint.route, dep.name, type(outcome).__name__, wait),
+                *(method, endpoint.route, dep.name, type(error).__name__, wait),
             )
             await anyio.sleep(wait)
-            attempt += 1
+            retries += 1
 
-    async def _attempt(
-        self, dep: Deployment, method: str, endpoint: Endpoint, content: bytes | None
-    ) -> httpx2.Response | UpstreamError:
-        """One attempt: a 2xx response (its body unread), or the error it came to.
-
-        A pooled connection found dead before any response is resent once, at once, on a fresh
-        one: the request provably never reached the server. Only then: a request whose answer
-        had started may have run on the GPU, and one answered with bytes that are not HTTP would
-        get the same bytes again.
-        """
+    async def _open(self, dep: Deployment, method: str, endpoint: Endpoint, content: bytes | None) -> httpx2.Response:
+        """One request sent; its response with the body unread, whatever the status."""
         headers = self._headers(dep, endpoint)
         if content is not None:
             headers = {**headers, "content-type": "application/json"}
-        stale_resends = 1
-        while True:
-            request = self._http.build_request(method, dep.base_url + endpoint.route, content=content, headers=headers)
-            try:
-                response = await self._http.send(request, stream=True)
-                break
-            except httpx2.TransportError as exc:
-                if not (stale_resends and _stale(exc)):
-                    return error_for_transport(dep.name, dep.base_url, *_failure(exc), self._timeout)
-                stale_resends -= 1
+        request = self._http.build_request(method, dep.base_url + endpoint.route, content=content, headers=headers)
+        response = await self._http.send(request, stream=True)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(  # the logging filter redacts secrets, even a key a proxy echoes back
                 "%s %s on %r: HTTP %d %s",
                 *(method, endpoint.route, dep.name, response.status_code, list(response.headers.items())),
             )
-        return response if response.status_code < 300 else await self._refusal(dep, response)
+        return response
 
     async def _refusal(self, dep: Deployment, response: httpx2.Response) -> UpstreamError:
         """The error a 3xx, 4xx or 5xx answer stands for; its body read (capped) and the response closed."""

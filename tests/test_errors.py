@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gguf_mcp import errors
-from gguf_mcp.bodies import upstream_message
+from gguf_mcp.bodies import plain, upstream_message
 from gguf_mcp.errors import error_for_status, error_for_transport
 from gguf_mcp.redaction import Redactor
 from gguf_mcp.upstream import RetryPolicy
@@ -155,3 +155,44 @@ def test_llama_servers_own_404_means_a_missing_route_not_a_missing_deployment() 
     assert isinstance(err, errors.NotSupported)
     assert "has no such route" in str(err)
     assert not err.retryable
+
+
+# --- The one boundary: what anyone outside reads -------------------------------------------------
+
+
+def test_error_text_masks_the_key_however_a_parser_cased_it() -> None:
+    redactor = Redactor(["sk-Canary-Errors-77AB"])
+    redirect = errors.redirected("prod", "http://a.test", 307, "http://SK-CANARY-ERRORS-77AB.evil.test/", Redactor([]))
+    assert "sk-canary-errors-77ab.evil.test" in str(redirect), "the parser lowercased the host"
+    assert "a redirect to http://[redacted].evil.test" in errors.error_text(redirect, redactor)
+    unknown = errors.UnknownDeployment("SK-canary-ERRORS-77ab", ["prod"])
+    assert "77ab" not in errors.error_text(unknown, redactor).lower()
+
+
+def test_error_text_is_bounded() -> None:
+    huge = errors.UpstreamServerError("x" * 1_000_000)
+    assert len(errors.error_text(huge, Redactor([]))) == errors.MAX_ERROR_TEXT
+
+
+def test_an_unknown_deployment_name_is_cut() -> None:
+    text = str(errors.UnknownDeployment("n" * 100_000, ["prod", "dev"]))
+    assert len(text) < 200 and text.endswith("Configured deployments: prod, dev.")
+
+
+def test_a_broken_streams_partial_output_is_kept_whole_when_short_and_cut_with_a_note_when_long() -> None:
+    assert errors.stream_failed_with_partial("Broke.", 3, "abc") == "Broke. Partial output (3 tokens): abc"
+    long = errors.stream_failed_with_partial("Broke.", 9, "y" * (errors.MAX_PARTIAL + 5000))
+    assert len(long) < errors.MAX_PARTIAL + 400
+    assert f"{errors.MAX_PARTIAL + 5000} characters" in long and "the other 5000 are not kept" in long
+    assert "max_tokens" in long and "deadline" in long
+
+
+def test_an_answer_that_is_not_http_names_what_the_parser_refused_and_says_it_was_not_resent() -> None:
+    err = error_for_transport("prod", "http://127.0.0.1:1", "not http", "illegal header line", 600)
+    assert isinstance(err, errors.InvalidResponse) and not err.retryable
+    assert "not valid HTTP (illegal header line)" in str(err) and "did not send the request again" in str(err)
+
+
+def test_plain_drops_terminal_sequences_and_control_characters() -> None:
+    hostile = "\x1b[2J\x1b]0;title\x07a\nb\r\x9b31mc\x1b]8;;http://x\x1b\\d\x1b]8;;\x1b\\\x00"
+    assert plain(hostile) == "a b c d"

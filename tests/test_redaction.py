@@ -10,6 +10,7 @@ characters no form contains, so the one right answer is known.
 from __future__ import annotations
 
 import base64
+import itertools
 import string
 
 from hypothesis import example, given
@@ -43,7 +44,7 @@ def streamed(redactor: Redactor, pieces: list[str]) -> tuple[str, list[str]]:
 
 def split(text: str, points: list[int]) -> list[str]:
     bounds = [0, *sorted(set(points)), len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def holds_a_form(text: str, secret: str) -> bool:
