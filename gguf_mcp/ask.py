@@ -16,9 +16,11 @@ from typing import Any, TextIO
 
 import anyio
 
+from gguf_mcp.bodies import plain
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.dialects import OPENAI_CHAT
-from gguf_mcp.errors import GGUFMCPError, UnknownDeployment, plain
+from gguf_mcp.errors import GGUFMCPError, UnknownDeployment, error_text
+from gguf_mcp.redaction import Redactor
 from gguf_mcp.state import AppState
 from gguf_mcp.upstream import UpstreamClient, upstream_client
 
@@ -34,7 +36,7 @@ def run_ask(settings: Settings, prompt: str, *, deployment: str | None, max_toke
     try:
         dep = AppState(settings, upstream).deployment(deployment)
     except UnknownDeployment as exc:
-        print(report_error(exc), file=sys.stderr)
+        print(report_error(exc, upstream.redactor), file=sys.stderr)
         return EXIT_USAGE
     body: dict[str, Any] = {"model": "local", "messages": [{"role": "user", "content": prompt}]}
     if max_tokens is not None:
@@ -45,7 +47,7 @@ def run_ask(settings: Settings, prompt: str, *, deployment: str | None, max_toke
             try:
                 cut = await stream_answer(upstream, dep, body, sys.stdout)
             except GGUFMCPError as exc:
-                print(report_error(exc), file=sys.stderr)
+                print(report_error(exc, upstream.redactor), file=sys.stderr)
                 return EXIT_FAILED
         if cut:
             print(f"[cut off at max_tokens={max_tokens}: ask again with a larger --max-tokens]", file=sys.stderr)
@@ -54,9 +56,9 @@ def run_ask(settings: Settings, prompt: str, *, deployment: str | None, max_toke
     return anyio.run(ask)
 
 
-def report_error(error: GGUFMCPError) -> str:
+def report_error(error: GGUFMCPError, redactor: Redactor) -> str:
     """The one line on stderr: the error's label, then the text a tool gives an agent (as doctor prints it)."""
-    return f"gguf-mcp: {error.label}: {plain(str(error))}"
+    return f"gguf-mcp: {error.label}: {plain(error_text(error, redactor))}"
 
 
 async def stream_answer(upstream: UpstreamClient, dep: Deployment, body: dict[str, Any], out: TextIO) -> bool:

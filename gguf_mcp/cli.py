@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from gguf_mcp import __version__
 from gguf_mcp.config import OPTIONS, Settings, load_settings, new_client_token
-from gguf_mcp.errors import ConfigError, report_config_error
+from gguf_mcp.errors import ConfigError, report_config_error, secret_flag_refused
 from gguf_mcp.logs import configure_logging
 
 EXIT_CONFIG = 2
@@ -88,10 +88,7 @@ class _RefuseSecretFlag(argparse.Action):
         self._env, self._file = env, file
 
     def __call__(self, parser: argparse.ArgumentParser, *_: object, **__: object) -> None:
-        error = ConfigError(
-            f"{self.option_strings[0]} is not accepted (flags show in process listings). Set {self._env} in the "
-            f"environment, or use {self._file} PATH."
-        )
+        error = secret_flag_refused(self.option_strings[0], self._env, self._file)
         print(report_config_error(error), file=sys.stderr)
         parser.exit(EXIT_CONFIG)
 

@@ -39,10 +39,10 @@ from gguf_mcp.errors import (
     UpstreamError,
     UpstreamTimeout,
     no_embeddings,
+    no_model_listed,
     unexpected_shape,
 )
 from gguf_mcp.health import Health, check_models
-from gguf_mcp.redaction import Redactor
 from gguf_mcp.upstream import UpstreamClient, upstream_client
 
 EXIT_OK = 0
@@ -126,7 +126,7 @@ def run_doctor(settings: Settings) -> int:
 
 
 async def _doctor(settings: Settings, http: Any, upstream: UpstreamClient) -> int:
-    redactor = Redactor(settings.secrets)
+    redactor = upstream.redactor
     checks: list[Check] = []
 
     def emit(check: Check) -> None:
@@ -268,12 +268,7 @@ def _model_check(health: Health) -> Check:
     if health.error is not None:
         return _fail(dep.name, health.error, "model list")
     if not health.models:
-        return Check(
-            "FAIL",
-            dep.name,
-            f"Deployment {dep.name!r}: GET {MODELS.route} lists no model. Check that the base URL points at a "
-            "llama-server or GGUF Cloud deployment with a model loaded.",
-        )
+        return Check("FAIL", dep.name, str(no_model_listed(dep.name, MODELS.route)))
     described = [(m.id, f" (context {m.context_size})" if m.context_size else "") for m in health.models]
     if len(described) == 1:
         return Check("ok", dep.name, "model {} listed{}".format(*described[0]))

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from gguf_mcp.catalog import ModelInfo, parse_models
 from gguf_mcp.config import Deployment
 from gguf_mcp.dialects import MODELS
-from gguf_mcp.errors import GGUFMCPError, UpstreamError, UpstreamTimeout
+from gguf_mcp.errors import GGUFMCPError, check_crashed, error_text, no_answer_within
 from gguf_mcp.upstream import RetryPolicy, UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -57,14 +57,10 @@ async def check_models(
     except GGUFMCPError as exc:
         return Health(dep, error=exc, elapsed_ms=_ms(started))
     except TimeoutError:
-        error: GGUFMCPError = UpstreamTimeout(
-            f"Deployment {dep.name!r} ({dep.base_url}) did not answer within {within:g} s."
-        )
-        return Health(dep, error=error, elapsed_ms=_ms(started))
+        return Health(dep, error=no_answer_within(dep.name, dep.base_url, within or 0.0), elapsed_ms=_ms(started))
     except Exception as exc:  # a health check must answer whatever happens; the log keeps the cause
         log.exception("Checking deployment %r failed unexpectedly", dep.name)
-        error = UpstreamError(f"Checking deployment {dep.name!r} failed unexpectedly ({type(exc).__name__}).")
-        return Health(dep, error=error, elapsed_ms=_ms(started))
+        return Health(dep, error=check_crashed(dep.name, exc), elapsed_ms=_ms(started))
     return Health(dep, models=models, elapsed_ms=_ms(started))
 
 
@@ -106,14 +102,15 @@ class ModelsResult(BaseModel):
 
 
 async def query_models(upstream: UpstreamClient, targets: Sequence[Deployment], default: str) -> list[DeploymentModels]:
-    """Every target's models, queried concurrently with the server's retries; a failure stays in its entry."""
+    """Every target's models, queried concurrently with the server's retries; a failure stays in its
+    entry, as `error_text` shows it (the resources' JSON and list_models alike)."""
     return [
         DeploymentModels(
             deployment=health.deployment.name,
             description=health.deployment.description or None,
             default=health.deployment.name == default,
             models=health.models,
-            error=str(health.error) if health.error else None,
+            error=error_text(health.error, upstream.redactor) if health.error else None,
         )
         for health in await check_all(upstream, targets)
     ]

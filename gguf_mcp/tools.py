@@ -8,9 +8,7 @@ refused before it costs memory or reaches a deployment.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal, ParamSpec
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -30,7 +28,14 @@ from gguf_mcp.dialects import (
     MessagesResult,
     usage,
 )
-from gguf_mcp.errors import GGUFMCPError, NotSupported, cut, no_embeddings, unexpected_shape
+from gguf_mcp.errors import (
+    GGUFMCPError,
+    NotSupported,
+    error_text,
+    invalid_arguments,
+    no_embeddings,
+    unexpected_shape,
+)
 from gguf_mcp.generation import generate
 from gguf_mcp.health import ModelsResult, query_models
 from gguf_mcp.schemas import accept_null, compact, prune
@@ -150,70 +155,27 @@ class EmbedResult(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------
-# Errors: the one place an error becomes what the agent reads
+# Errors: where an error becomes what the agent reads (its words: `gguf_mcp.errors`)
 
 
 class GGUFTool(Tool):
-    """The SDK's tool, reporting invalid arguments one line per argument instead of pydantic's dump:
-    the argument, what was wrong with it, what is accepted."""
+    """The SDK's tool, and the one place an error becomes what the agent reads: a `GGUFMCPError` as
+    its own text, invalid arguments one line per argument (not pydantic's dump), each through
+    `error_text`. Anything else is a bug, which the SDK reports without details."""
 
     async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
         try:
             return await super().run(arguments, context, convert_result)
-        except ToolError as exc:
-            if isinstance(exc.__cause__, ValidationError):  # the SDK's documented cause of a bad call
-                raise ToolError(invalid_arguments(self.name, exc.__cause__, self.parameters)) from None
-            raise
-
-
-def invalid_arguments(tool: str, error: ValidationError, schema: dict[str, Any]) -> str:
-    lines: dict[str, str] = {}
-    for problem in error.errors(include_url=False):
-        loc = [str(part) for part in problem["loc"]]
-        if not loc or loc[0] in lines:
-            continue  # one line per argument: the first problem pydantic found with it
-        where = ".".join(loc[: 3 if len(loc) > 1 and loc[1].isdigit() else 1])
-        got = "" if problem["type"] == "missing" else f" (got {cut(repr(problem['input']), 60)})"
-        accepted = _accepted(schema.get("properties", {}).get(loc[0], {}))
-        lines[loc[0]] = f"- {where}: {problem['msg']}{got}" + (f"; accepted: {accepted}" if accepted else "")
-    return f"Invalid arguments for {tool} (nothing was sent):\n" + "\n".join(lines.values())
-
-
-def _accepted(schema: dict[str, Any]) -> str:
-    """What a property's schema accepts, in a few words."""
-    if "anyOf" in schema:
-        return " or ".join(filter(None, (_accepted(branch) for branch in schema["anyOf"])))
-    kinds = schema.get("type")
-    text = " or ".join(kinds) if isinstance(kinds, list) else str(kinds or "")
-    if kinds == "array" and isinstance(schema.get("items"), dict) and "type" in schema["items"]:
-        text += f" of {schema['items']['type']}s"
-    if "enum" in schema:
-        text = "one of " + ", ".join(map(str, schema["enum"]))
-    low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
-    if low is not None and high is not None:
-        text += f" from {low} to {high}"
-    elif low is not None:
-        text += f" above {low}" if "exclusiveMinimum" in schema else f" of at least {low}"
-    if "maxItems" in schema:
-        text += f" (at most {schema['maxItems']} items)"
-    return text.strip()
-
-
-P = ParamSpec("P")
-
-
-def reports_errors(fn: Callable[P, Awaitable[CallToolResult]]) -> Callable[P, Awaitable[CallToolResult]]:
-    """Turn every `GGUFMCPError` a tool raises into a tool error carrying its message (redacted
-    upstream already); anything else is a bug, which the SDK reports without details."""
-
-    @functools.wraps(fn)
-    async def tool(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
-        try:
-            return await fn(*args, **kwargs)
-        except GGUFMCPError as exc:
-            raise ToolError(str(exc)) from None
-
-    return tool
+        except ToolError as exc:  # the SDK's wrapper: what went wrong is its cause
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):  # the SDK's documented cause of a bad call
+                text = invalid_arguments(self.name, cause, self.parameters)
+            elif isinstance(cause, GGUFMCPError):
+                text = f"Error executing tool {self.name}: {cause}"
+            else:
+                raise
+            redactor = context.request_context.lifespan_context.upstream.redactor
+            raise ToolError(error_text(text, redactor)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,7 +368,7 @@ def build_tools(settings: Settings) -> list[Tool]:
     for fn in TOOLS:
         if fn.__name__ not in settings.tools:
             continue
-        tool = GGUFTool.from_function(reports_errors(fn), annotations=READ_ONLY)
+        tool = GGUFTool.from_function(fn, annotations=READ_ONLY)
         # With one deployment there is nothing to choose: the argument stays accepted, unadvertised.
         if len(names) > 1:
             tool.parameters["properties"]["deployment"] = {"type": "string", "enum": names}

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
+import re
 import ssl
 import time
 import urllib.request
@@ -65,7 +67,9 @@ class RetryPolicy:
 
     Only failures that can heal are retried (`UpstreamError.retryable`: not ready, restarting,
     rate limited, unreachable). Waits use exponential backoff with full jitter, honour the
-    server's Retry-After up to `max_delay`, and never push the total past `max_total`.
+    server's Retry-After up to `max_delay`, and never push the total past `max_total`. The one
+    resend of a request whose pooled connection was found dead before any answer is not a
+    retry: it spends none of `max_retries` (`UpstreamClient._send`).
     """
 
     max_retries: int
@@ -90,27 +94,61 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(0)
 
 
+_CLOSED = ("disconnected", "closed connection")
+"""How the HTTP parser says the peer hung up (`_failure`): every other complaint of its is about bytes."""
+_COMPLAINT = re.compile(r"[A-Za-z][A-Za-z -]{0,60}")
+
+
+def _not_http(exc: httpx2.TransportError) -> str | None:
+    """What the HTTP parser found wrong with an answer that is not HTTP (a malformed status line,
+    header or chunk), or None for any other failure. Its words only: the bytes it quotes after
+    them may hold anything, the key included."""
+    text = str(exc)
+    if not isinstance(exc, httpx2.RemoteProtocolError) or any(closed in text for closed in _CLOSED):
+        return None
+    words = text.partition(":")[0]
+    return words if _COMPLAINT.fullmatch(words) else "malformed answer"
+
+
+_BY_TYPE: tuple[tuple[type[httpx2.TransportError], TransportFailure], ...] = (
+    (httpx2.ConnectTimeout, "connect timeout"),
+    (httpx2.PoolTimeout, "pool timeout"),
+    (httpx2.ReadTimeout, "read timeout"),
+    (httpx2.ProxyError, "proxy"),
+    (httpx2.ConnectError, "connect"),
+)
+
+
 def _failure(exc: httpx2.TransportError) -> tuple[TransportFailure, str]:
     """What kind of transport failure an httpx exception is, and its text for the agent."""
+    complaint = _not_http(exc)
+    if complaint is not None:
+        return "not http", complaint
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if isinstance(exc, httpx2.ConnectTimeout):
-        return "connect timeout", detail
-    if isinstance(exc, httpx2.PoolTimeout):
-        return "pool timeout", detail
-    if isinstance(exc, httpx2.ReadTimeout):
-        return "read timeout", detail
-    if isinstance(exc, httpx2.ProxyError):
-        return "proxy", detail
-    if isinstance(exc, httpx2.ConnectError):
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, ssl.SSLCertVerificationError):
-                return "certificate", detail
-            if isinstance(cause, ssl.SSLError) and cause.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
-                return "not tls", detail
-            cause = cause.__cause__ or cause.__context__
-        return "connect", detail
-    return "dropped", detail
+    dropped: TransportFailure = "dropped"
+    failure = next((failure for kind, failure in _BY_TYPE if isinstance(exc, kind)), dropped)
+    return (_tls_failure(exc) or failure) if failure == "connect" else failure, detail
+
+
+def _tls_failure(exc: BaseException) -> TransportFailure | None:
+    """A connection refused by TLS: the certificate did not verify, or the server does not speak TLS."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "certificate"
+        if isinstance(cause, ssl.SSLError) and cause.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
+            return "not tls"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A Retry-After header's seconds; None for none, or an HTTP date (rare on APIs: the backoff applies)."""
+    try:
+        seconds = float(value) if value is not None else math.nan
+    except ValueError:
+        return None
+    return max(seconds, 0.0) if seconds == seconds else None
 
 
 def _stale(exc: httpx2.TransportError) -> bool:
@@ -152,14 +190,14 @@ class UpstreamClient:
     """Sends requests to deployments and returns their parsed, redacted JSON, or raises `UpstreamError`.
 
     `http` is the pooled client (`open_http_client`, or one over `httpx2.MockTransport` in tests);
-    whoever made it closes it.
+    whoever made it closes it. `redactor` masks the settings' secrets; it is the process's one,
+    which the tools and resources also hand to `gguf_mcp.errors.error_text`.
     """
 
     def __init__(self, http: httpx2.AsyncClient, settings: Settings, retry: RetryPolicy | None = None) -> None:
         self._http = http
         self._timeout = settings.timeout
         self._retry = retry or RetryPolicy(settings.max_retries)
-        self._secrets = settings.secrets
         self.redactor = Redactor(settings.secrets)
         keys = {d.name: d.api_key.get_secret_value() for d in settings.deployments.values() if d.api_key}
         self._keys = {
@@ -202,7 +240,7 @@ class UpstreamClient:
             if not content_type.startswith("text/event-stream"):
                 sample = await self._read(dep, response, MAX_ERROR_BODY, truncate=True)
                 raise invalid_response(
-                    dep.name, "a body that is not an event stream", sample, content_type, self._secrets
+                    dep.name, "a body that is not an event stream", sample, content_type, self.redactor
                 )
             async for kind, data_text in sse_events(self._capped(dep, response), MAX_EVENT):
                 if final:
@@ -216,29 +254,29 @@ class UpstreamClient:
         except EventTooLarge:
             raise too_large(dep.name, MAX_EVENT, "one streamed event") from None
         except httpx2.TransportError as exc:
-            raise stream_broken(dep.name, *_failure(exc), self._timeout) from None
+            raise stream_broken(dep.name, dep.base_url, *_failure(exc), self._timeout) from None
         finally:
             # Read to the end, the connection goes back to the pool; cut short (cancelled, deadline,
             # error), closing it is what makes llama-server stop generating.
             with anyio.CancelScope(shield=True):
                 await response.aclose()
         if not final:
-            raise stream_broken(dep.name, None, "", self._timeout)
+            raise stream_broken(dep.name, dep.base_url, None, "", self._timeout)
 
     def _event(self, dep: Deployment, kind: str, text: str, content_type: str) -> dict[str, Any]:
         """One event's JSON object, or the error it is (not JSON, not an object, an error event)."""
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past what the parser can follow
             raise invalid_response(
-                dep.name, "an event that is not JSON", text.encode(), content_type, self._secrets
+                dep.name, "an event that is not JSON", text.encode(), content_type, self.redactor
             ) from None
         if not isinstance(data, dict):
             raise invalid_response(
-                dep.name, "an event that is not a JSON object", text.encode(), content_type, self._secrets
+                dep.name, "an event that is not a JSON object", text.encode(), content_type, self.redactor
             )
         if kind == "error" or data.get("type") == "error" or ("error" in data and "choices" not in data):
-            raise stream_error(dep.name, data, self._secrets)
+            raise stream_error(dep.name, data, self.redactor)
         return data
 
     async def _send(
@@ -250,66 +288,77 @@ class UpstreamClient:
         *,
         retry: RetryPolicy | None = None,
     ) -> httpx2.Response:
-        """Send until a 2xx or the retry policy gives up; the body of the 2xx is left unread."""
-        route = endpoint.route
-        url = dep.base_url + route
-        headers = self._headers(dep, endpoint)
+        """Send until a 2xx or the retry policy gives up; the body of the 2xx is left unread.
+
+        A pooled connection found dead before any response gets one resend per call, at once and
+        apart from the policy's retries: the request provably never reached the server. Only then:
+        a request whose answer had started may have run on the GPU, and one answered with bytes
+        that are not HTTP would get the same bytes again. `attempts` counts every request sent.
+        """
         content = json.dumps(body).encode() if body is not None else None
-        if content is not None:
-            headers = {**headers, "content-type": "application/json"}
         policy = retry or self._retry
         started = time.monotonic()
-        attempt = 0
-        resent_stale = False
+        retries = sent = 0
+        stale_resend = True
         while True:
-            request = self._http.build_request(method, url, content=content, headers=headers)
+            sent += 1
             try:
-                response = await self._http.send(request, stream=True)
+                response = await self._open(dep, method, endpoint, content)
             except httpx2.TransportError as exc:
-                # A pooled connection found dead before any response: resend once, at once. Only
-                # then: a request whose answer had started may have run on the GPU.
-                if not resent_stale and _stale(exc):
-                    resent_stale = True
-                    attempt += 1
+                if stale_resend and _stale(exc):
+                    stale_resend = False
                     continue
-                error: UpstreamError = error_for_transport(dep.name, dep.base_url, *_failure(exc), self._timeout)
+                error = error_for_transport(dep.name, dep.base_url, *_failure(exc), self._timeout)
             else:
-                if log.isEnabledFor(logging.DEBUG):
-                    headers_seen = list(response.headers.items())
-                    log.debug(  # the logging filter redacts secrets, even a key a proxy echoes back
-                        "%s %s on %r: HTTP %d %s", method, route, dep.name, response.status_code, headers_seen
-                    )
-                status = response.status_code
-                if status < 300:
+                if response.status_code < 300:
                     return response
-                try:
-                    body_bytes = await self._read(dep, response, MAX_ERROR_BODY, truncate=True)
-                except httpx2.TransportError:
-                    body_bytes = b""
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await response.aclose()
-                if status < 400:
-                    error = redirected(dep.name, dep.base_url, status, response.headers.get("location"))
-                else:
-                    error = error_for_status(
-                        dep.name,
-                        dep.key_env,
-                        status,
-                        body_bytes,
-                        response.headers.get("retry-after"),
-                        self._secrets,
-                        has_key=dep.api_key is not None,
-                    )
-            wait = policy.delay(attempt, error, time.monotonic() - started)
+                error = await self._refusal(dep, response)
+            wait = policy.delay(retries, error, time.monotonic() - started)
             if wait is None:
-                error.attempts = attempt + 1
+                error.attempts = sent
                 raise error
             log.warning(
-                "%s %s on %r failed (%s); retrying in %.1f s", method, route, dep.name, type(error).__name__, wait
+                "%s %s on %r failed (%s); retrying in %.1f s",
+                *(method, endpoint.route, dep.name, type(error).__name__, wait),
             )
             await anyio.sleep(wait)
-            attempt += 1
+            retries += 1
+
+    async def _open(self, dep: Deployment, method: str, endpoint: Endpoint, content: bytes | None) -> httpx2.Response:
+        """One request sent; its response with the body unread, whatever the status."""
+        headers = self._headers(dep, endpoint)
+        if content is not None:
+            headers = {**headers, "content-type": "application/json"}
+        request = self._http.build_request(method, dep.base_url + endpoint.route, content=content, headers=headers)
+        response = await self._http.send(request, stream=True)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(  # the logging filter redacts secrets, even a key a proxy echoes back
+                "%s %s on %r: HTTP %d %s",
+                *(method, endpoint.route, dep.name, response.status_code, list(response.headers.items())),
+            )
+        return response
+
+    async def _refusal(self, dep: Deployment, response: httpx2.Response) -> UpstreamError:
+        """The error a 3xx, 4xx or 5xx answer stands for; its body read (capped) and the response closed."""
+        try:
+            body = await self._read(dep, response, MAX_ERROR_BODY, truncate=True)
+        except httpx2.TransportError:
+            body = b""
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+        status = response.status_code
+        if status < 400:
+            return redirected(dep.name, dep.base_url, status, response.headers.get("location"), self.redactor)
+        return error_for_status(
+            dep.name,
+            dep.key_env,
+            status,
+            body,
+            _retry_after(response.headers.get("retry-after")),
+            self.redactor,
+            has_key=dep.api_key is not None,
+        )
 
     async def _capped(self, dep: Deployment, response: httpx2.Response) -> AsyncIterator[bytes]:
         """The body's chunks, refusing more than MAX_BODY bytes in all (an endless answer)."""
@@ -343,9 +392,9 @@ class UpstreamClient:
                 await response.aclose()
         try:
             data = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past what the parser can follow
             raise invalid_response(
-                dep.name, "a body that is not JSON", content, response.headers.get("content-type"), self._secrets
+                dep.name, "a body that is not JSON", content, response.headers.get("content-type"), self.redactor
             ) from None
         # Redact decoded strings before anything reads them: escaped echoes (\/ or \u0073) too. An
         # answer whose bytes hold no secret and no escape is returned as parsed (embeddings: no walk

@@ -7,18 +7,21 @@ import json
 import pytest
 
 from gguf_mcp import errors
-from gguf_mcp.errors import error_for_status, error_for_transport, upstream_message
+from gguf_mcp.bodies import plain, upstream_message
+from gguf_mcp.errors import error_for_status, error_for_transport
+from gguf_mcp.redaction import Redactor
 from gguf_mcp.upstream import RetryPolicy
 
 KEY = "sk-canary-errors-5550123"
+REDACTOR = Redactor([KEY])
 
 
 def gateway_body(kind: str, message: str) -> bytes:
     return json.dumps({"error": {"type": kind, "message": message}}).encode()
 
 
-def status_error(status: int, body: bytes = b"", retry_after: str | None = None) -> errors.UpstreamError:
-    return error_for_status("prod", "MODELSLAB_API_KEY", status, body, retry_after, [KEY])
+def status_error(status: int, body: bytes = b"", retry_after: float | None = None) -> errors.UpstreamError:
+    return error_for_status("prod", "MODELSLAB_API_KEY", status, body, retry_after, REDACTOR)
 
 
 @pytest.mark.parametrize(
@@ -73,18 +76,13 @@ def test_llama_server_message_is_passed_through_for_4xx() -> None:
     ],
 )
 def test_upstream_message_reads_every_common_shape(body: bytes, message: str) -> None:
-    assert upstream_message(body) == message
+    assert upstream_message(body, REDACTOR) == message
 
 
 def test_an_upstream_body_echoing_the_key_is_redacted() -> None:
     err = status_error(401, gateway_body("authentication_error", f"Invalid API key {KEY}"))
     assert KEY not in str(err)
     assert "[redacted]" in str(err)
-
-
-def test_retry_after_seconds_are_kept_and_dates_ignored() -> None:
-    assert status_error(503, retry_after="7").retry_after == 7.0
-    assert status_error(503, retry_after="Wed, 21 Oct 2026 07:28:00 GMT").retry_after is None
 
 
 @pytest.mark.parametrize(
@@ -140,15 +138,15 @@ def test_backoff_has_full_jitter_under_an_exponential_cap() -> None:
 
 def test_retry_after_is_honoured_and_a_longer_wait_is_reported_at_once() -> None:
     policy = RetryPolicy(max_retries=3, max_delay=10)
-    assert policy.delay(0, status_error(429, retry_after="3"), 0) == pytest.approx(3, abs=0.5)
-    long_wait = status_error(429, retry_after="3600")
+    assert policy.delay(0, status_error(429, retry_after=3), 0) == pytest.approx(3, abs=0.5)
+    long_wait = status_error(429, retry_after=3600)
     assert policy.delay(0, long_wait, 0) is None
     assert "It asks to wait 3600 s before retrying." in str(long_wait)
 
 
 def test_total_retry_time_is_bounded() -> None:
     policy = RetryPolicy(max_retries=10, max_total=5)
-    assert policy.delay(0, status_error(503, retry_after="4"), elapsed=2) is None
+    assert policy.delay(0, status_error(503, retry_after=4), elapsed=2) is None
 
 
 def test_llama_servers_own_404_means_a_missing_route_not_a_missing_deployment() -> None:
@@ -157,3 +155,44 @@ def test_llama_servers_own_404_means_a_missing_route_not_a_missing_deployment() 
     assert isinstance(err, errors.NotSupported)
     assert "has no such route" in str(err)
     assert not err.retryable
+
+
+# --- The one boundary: what anyone outside reads -------------------------------------------------
+
+
+def test_error_text_masks_the_key_however_a_parser_cased_it() -> None:
+    redactor = Redactor(["sk-Canary-Errors-77AB"])
+    redirect = errors.redirected("prod", "http://a.test", 307, "http://SK-CANARY-ERRORS-77AB.evil.test/", Redactor([]))
+    assert "sk-canary-errors-77ab.evil.test" in str(redirect), "the parser lowercased the host"
+    assert "a redirect to http://[redacted].evil.test" in errors.error_text(redirect, redactor)
+    unknown = errors.UnknownDeployment("SK-canary-ERRORS-77ab", ["prod"])
+    assert "77ab" not in errors.error_text(unknown, redactor).lower()
+
+
+def test_error_text_is_bounded() -> None:
+    huge = errors.UpstreamServerError("x" * 1_000_000)
+    assert len(errors.error_text(huge, Redactor([]))) == errors.MAX_ERROR_TEXT
+
+
+def test_an_unknown_deployment_name_is_cut() -> None:
+    text = str(errors.UnknownDeployment("n" * 100_000, ["prod", "dev"]))
+    assert len(text) < 200 and text.endswith("Configured deployments: prod, dev.")
+
+
+def test_a_broken_streams_partial_output_is_kept_whole_when_short_and_cut_with_a_note_when_long() -> None:
+    assert errors.stream_failed_with_partial("Broke.", 3, "abc") == "Broke. Partial output (3 tokens): abc"
+    long = errors.stream_failed_with_partial("Broke.", 9, "y" * (errors.MAX_PARTIAL + 5000))
+    assert len(long) < errors.MAX_PARTIAL + 400
+    assert f"{errors.MAX_PARTIAL + 5000} characters" in long and "the other 5000 are not kept" in long
+    assert "max_tokens" in long and "deadline" in long
+
+
+def test_an_answer_that_is_not_http_names_what_the_parser_refused_and_says_it_was_not_resent() -> None:
+    err = error_for_transport("prod", "http://127.0.0.1:1", "not http", "illegal header line", 600)
+    assert isinstance(err, errors.InvalidResponse) and not err.retryable
+    assert "not valid HTTP (illegal header line)" in str(err) and "did not send the request again" in str(err)
+
+
+def test_plain_drops_terminal_sequences_and_control_characters() -> None:
+    hostile = "\x1b[2J\x1b]0;title\x07a\nb\r\x9b31mc\x1b]8;;http://x\x1b\\d\x1b]8;;\x1b\\\x00"
+    assert plain(hostile) == "a b c d"

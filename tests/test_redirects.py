@@ -7,6 +7,7 @@ must get a clear error naming the target, and the second server must receive not
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -79,3 +80,27 @@ def test_doctor_does_not_follow_a_redirect(redirecting: Gateway, elsewhere: Gate
     assert f"a redirect to {target(elsewhere)}" in out.stdout
     assert elsewhere.requests == []
     assert ACCOUNT_KEY not in out.stdout + out.stderr
+
+
+CAPITAL_KEY = "sk-Canary-Redirect-7F3A9C1E5B"
+"""Capitals, so the key a URL parser lowercases is a second spelling to look for."""
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_a_redirect_to_a_host_naming_the_key_shows_the_key_nowhere(tmp_path: Path, transport: Transport) -> None:
+    """`307 Location: http://<key>.evil.test/`: the error names the target, the key masked whatever its case."""
+    with running_gateway(CAPITAL_KEY) as gateway:
+        gateway.add_canned_deployment("dep")
+        gateway.inject("dep", Fault.redirect(307, f"http://{CAPITAL_KEY}.evil.test/v1/chat/completions"), 100)
+        env = {"GGUF_BASE_URL": gateway.base_url_for("dep"), "MODELSLAB_API_KEY": CAPITAL_KEY}
+        bridge = Bridge(transport, tmp_path)
+        async with bridge.connect(env) as client:
+            for name, arguments in CALLS[:4]:
+                result = await client.call_tool(name, arguments)
+                text = result.content[0].text  # type: ignore[union-attr]
+                target = text.partition("a redirect to ")[2][:60]
+                assert result.is_error and target.startswith("http://[redacted].evil.test"), (name, target)
+            resource = await client.read_resource("gguf://deployments")
+    shown = json.dumps(resource.model_dump(mode="json")) + bridge.seen_text()
+    assert "[redacted].evil.test" in shown
+    assert CAPITAL_KEY.lower() not in shown.lower()

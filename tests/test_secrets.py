@@ -28,6 +28,7 @@ from gguf_mcp.errors import GGUFMCPError
 from tests.support.bridge import ROOT, Bridge, Transport, base_env, free_port
 from tests.support.gateway import ACCOUNT_KEY, Exchange, Fault, Gateway
 from tests.support.proc import cmdline, gguf_mcp_child
+from tests.support.raw_http import not_http, raw_http_server
 from tests.support.upstream import open_upstream
 
 pytestmark = pytest.mark.anyio
@@ -368,3 +369,35 @@ async def test_a_key_split_across_streamed_events_is_masked_in_progress_result_a
     assert ACCOUNT_KEY not in bridge.seen_text()
     for piece in (ACCOUNT_KEY[: len(ACCOUNT_KEY) // 2], ACCOUNT_KEY[len(ACCOUNT_KEY) // 2 :]):
         assert piece not in joined and piece not in bridge.seen_text()
+
+
+# --- An answer that is not HTTP, quoting the key ---------------------------------------------------
+
+CAPITAL_KEY = "sk-Canary-NotHTTP-7F3A9C1E5B"
+"""Capitals, so a key shown case-folded is a second spelling to look for."""
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+@pytest.mark.parametrize("where", list(not_http(CAPITAL_KEY)))
+async def test_an_answer_that_is_not_http_shows_no_key_and_is_sent_once(
+    tmp_path: Path, transport: Transport, where: str
+) -> None:
+    """A malformed status line, header line or chunk header quoting the key: plain and streamed chat,
+    list_models and the resource each get an invalid response without the key, and send nothing twice."""
+    with raw_http_server(not_http(CAPITAL_KEY)[where]) as server:
+        env = {"GGUF_BASE_URL": server.url, "MODELSLAB_API_KEY": CAPITAL_KEY, "GGUF_MCP_MAX_RETRIES": "2"}
+        bridge = Bridge(transport, tmp_path)
+        async with bridge.connect(env) as client:
+            results = [
+                await client.call_tool("chat", {"messages": USER, "max_tokens": 2}),
+                await client.call_tool("chat", {"messages": USER, "max_tokens": 2}, progress_callback=_ignore),
+                await client.call_tool("list_models", {}),
+            ]
+            resource = await client.read_resource("gguf://deployments")
+        assert server.requests == 4, "each call sent once: a malformed answer is neither retried nor resent"
+    for result in results:
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert result.is_error and "not valid HTTP" in text, text
+    shown = json.dumps(resource.model_dump(mode="json")) + bridge.seen_text()
+    assert "not valid HTTP" in shown
+    assert CAPITAL_KEY.lower() not in shown.lower()

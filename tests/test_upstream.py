@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -30,8 +31,11 @@ from gguf_mcp.errors import (
     RequestRejected,
     ResponseTooLarge,
     StreamInterrupted,
+    UpstreamError,
 )
-from gguf_mcp.upstream import MAX_BODY, MAX_EVENT, RetryPolicy, UpstreamClient
+from gguf_mcp.upstream import MAX_BODY, MAX_EVENT, RetryPolicy, UpstreamClient, _failure
+from tests.support.raw_http import not_http, raw_http_server
+from tests.support.upstream import open_upstream
 
 pytestmark = pytest.mark.anyio
 
@@ -301,3 +305,143 @@ async def test_a_body_that_is_not_json_is_an_invalid_response() -> None:
     upstream = client(rec)
     with pytest.raises(InvalidResponse, match="not JSON"):
         await upstream.get(dep(upstream), MODELS)
+
+
+# --- Retry-After ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"), [("7", 7.0), ("0.5", 0.5), ("-3", 0.0), ("Wed, 21 Oct 2026 07:28:00 GMT", None)]
+)
+async def test_retry_after_seconds_are_kept_and_dates_ignored(header: str, seconds: float | None) -> None:
+    rec = Recorder(httpx2.Response(503, headers={"retry-after": header}))
+    upstream = client(rec, RetryPolicy(0))
+    with pytest.raises(DeploymentNotReady) as info:
+        await upstream.post(dep(upstream), CHAT, BODY)
+    assert info.value.retry_after == seconds
+
+
+# --- The stale resend is not a retry --------------------------------------------------------------
+
+
+async def test_a_stale_connection_resend_spends_none_of_the_retries() -> None:
+    """The resend is the same attempt on a fresh connection: the policy's one retry is still there for the 503."""
+    dead = httpx2.RemoteProtocolError("Server disconnected without sending a response.")
+    rec = Recorder(dead, httpx2.Response(503), httpx2.Response(200, json=chat_answer("ok")))
+    upstream = client(rec, RetryPolicy(max_retries=1, base_delay=0.001, max_delay=0.01))
+    answer = await upstream.post(dep(upstream), CHAT, BODY)
+    assert answer["choices"][0]["message"]["content"] == "ok"
+    assert len(rec.requests) == 3
+
+
+# --- An answer that is not HTTP ---------------------------------------------------------------------
+
+CAPITAL_KEY = "sk-Canary-Upstream-7F3A9C1E5B"
+"""Capitals, so a key the parser or a URL lowercased would show as a second spelling."""
+NOT_HTTP = not_http(CAPITAL_KEY)
+
+
+async def call(upstream: UpstreamClient, deployment: Any, how: str) -> None:
+    """One chat request, plain ("post") or streamed ("stream"), read to its end."""
+    if how == "post":
+        await upstream.post(deployment, CHAT, BODY)
+    else:
+        async for _ in upstream.stream(deployment, CHAT, BODY):
+            pass
+
+
+@pytest.mark.parametrize("how", ["post", "stream"])
+@pytest.mark.parametrize("where", list(NOT_HTTP))
+async def test_an_answer_that_is_not_http_is_an_invalid_response_never_resent(where: str, how: str) -> None:
+    with raw_http_server(NOT_HTTP[where]) as server:
+        settings = load_settings(
+            {}, {"GGUF_BASE_URL": server.url, "MODELSLAB_API_KEY": CAPITAL_KEY, "GGUF_MCP_MAX_RETRIES": "3"}
+        )
+        async with open_upstream(settings) as upstream:
+            with pytest.raises(InvalidResponse) as info:
+                await call(upstream, settings.deployments["default"], how)
+        assert server.requests == 1, "a malformed answer is never retried nor resent as a stale connection"
+    text = str(info.value)
+    assert f"not valid HTTP (illegal {where})" in text
+    assert CAPITAL_KEY.lower() not in text.lower()
+    assert "bytearray" not in text and "zz" not in text
+
+
+def test_only_the_parsers_own_words_are_kept_from_its_complaint() -> None:
+    assert _failure(httpx2.RemoteProtocolError(f"illegal header line: bytearray(b'{KEY}')")) == (
+        "not http",
+        "illegal header line",
+    )
+    assert _failure(httpx2.RemoteProtocolError(f"Illegal header value b'{KEY}'")) == ("not http", "malformed answer")
+    for closed in (
+        "Server disconnected without sending a response.",
+        "peer closed connection without sending complete message body (incomplete chunked read)",
+        "peer unexpectedly closed connection",
+    ):
+        assert _failure(httpx2.RemoteProtocolError(closed))[0] == "dropped"
+
+
+# --- Every path returns its connection ---------------------------------------------------------------
+
+
+class Body(httpx2.AsyncByteStream):
+    """A response body that records whether it was closed (what returns a connection to the pool)."""
+
+    def __init__(self, *chunks: bytes, then: Exception | None = None) -> None:
+        self.chunks = chunks
+        self.then = then
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+        if self.then is not None:
+            raise self.then
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+EVENTS = {"content-type": "text/event-stream"}
+BROKEN = httpx2.ReadError("connection reset")
+PATHS: dict[str, tuple[str, int, dict[str, str], Body, type[Exception] | None]] = {
+    "json answer": ("post", 200, {}, Body(json.dumps(chat_answer("ok")).encode()), None),
+    "json not json": ("post", 200, {}, Body(b"<html>"), InvalidResponse),
+    "json too large": ("post", 200, {}, Body(*[b"x" * (1024 * 1024)] * 40), ResponseTooLarge),
+    "json broken": ("post", 200, {}, Body(b'{"choices"', then=BROKEN), ConnectionFailed),
+    "error status": ("post", 400, {}, Body(b'{"error": "no"}'), RequestRejected),
+    "error status broken": ("post", 400, {}, Body(b'{"err', then=BROKEN), RequestRejected),
+    "error status huge": ("post", 400, {}, Body(*[b"x" * (1024 * 1024)] * 40), RequestRejected),
+    "redirect": ("post", 307, {"location": "http://elsewhere.test/"}, Body(b"moved"), Redirected),
+    "stream answer": ("stream", 200, EVENTS, Body(sse(delta("a"), b"[DONE]")), None),
+    "stream not events": ("stream", 200, {}, Body(b"<html>"), InvalidResponse),
+    "event not json": ("stream", 200, EVENTS, Body(sse(delta("a"), b"nope"), sse(delta("b"))), InvalidResponse),
+    "event not object": ("stream", 200, EVENTS, Body(sse(delta("a"), [1]), sse(delta("b"))), InvalidResponse),
+    "error event": ("stream", 200, EVENTS, Body(sse({"error": {"message": "boom"}}), sse(delta("b"))), UpstreamError),
+    "event too large": ("stream", 200, EVENTS, Body(b"data: " + b"x" * (MAX_EVENT + 1), b"\n\n"), ResponseTooLarge),
+    "stream too large": ("stream", 200, EVENTS, Body(*[sse(delta("x" * 1000 * 1000))] * 40), ResponseTooLarge),
+    "stream broken": ("stream", 200, EVENTS, Body(sse(delta("a")), then=BROKEN), StreamInterrupted),
+    "stream unfinished": ("stream", 200, EVENTS, Body(sse(delta("a"))), StreamInterrupted),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_every_path_closes_its_response(path: str) -> None:
+    """Closing the response is what returns its connection to the pool: a path that forgets leaks a slot."""
+    how, status, headers, body, raises = PATHS[path]
+    upstream = client(lambda _: httpx2.Response(status, headers=headers, stream=body), RetryPolicy(0))
+    if raises is None:
+        await call(upstream, dep(upstream), how)
+    else:
+        with pytest.raises(raises):
+            await call(upstream, dep(upstream), how)
+    assert body.closed
+
+
+async def test_a_stream_its_reader_leaves_early_closes_its_response() -> None:
+    body = Body(sse(delta("a"), delta("b"), b"[DONE]"))
+    upstream = client(lambda _: httpx2.Response(200, headers=EVENTS, stream=body))
+    async with aclosing(upstream.stream(dep(upstream), CHAT, BODY)) as events:
+        async for _ in events:
+            break
+    assert body.closed
