@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.support.gateway",
     "tests.support.bridge",
     "tests.support.node_tools",
+    "tests.support.oidc",
 ]
 
 

@@ -1,0 +1,130 @@
+"""Who a bearer is: a named client's token, else an access token of the authorization server.
+
+`ClientDirectory` is the configured clients in the shapes a lookup needs, built once per
+configuration and never changed: a reload builds a new one and `IdentityVerifier.directory` is
+reassigned in one statement. Each request reads the attribute once, so it sees one directory
+whole, and the `Caller` it gets (inside `IdentifiedToken`, the SDK's record of the request's
+token) stays that request's for its lifetime: swapping the directory revokes a removed client's
+next request and leaves every other client's sessions and calls in flight alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from pydantic import ConfigDict, SecretStr, SkipValidation
+
+from gguf_mcp.clients import DEFAULT_CLIENT, SCOPES, Caller, Client, ClientPolicy
+from gguf_mcp.redaction import MASK
+
+DEFAULT_POLICY = ClientPolicy(scopes=frozenset(SCOPES))
+"""The policy of GGUF_MCP_AUTH_TOKEN (and of stdio) when no `[clients.default]` table sets one."""
+
+
+def token_sha256(token: str) -> str:
+    """The hex digest a `[clients.<name>]` table stores in place of its token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class IdentifiedToken(AccessToken):
+    """The SDK's record of a verified bearer, with who it is (`caller`) as of the request's start."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    caller: SkipValidation[Caller]
+
+
+@dataclass(frozen=True)
+class ClientDirectory:
+    """The configured clients, indexed for the lookups a request makes (build it with `build`)."""
+
+    clients: Mapping[str, Client]
+    defaults: ClientPolicy
+    """The policy of an OAuth client that no table names (`[client_defaults]`)."""
+    by_digest: Mapping[str, Client]
+    by_oauth: tuple[Client, ...]
+    """Tables naming an OAuth client or subject, the most specific (both named) first."""
+
+    @classmethod
+    def build(
+        cls,
+        clients: Mapping[str, Client],
+        defaults: ClientPolicy | None = None,
+        auth_token: SecretStr | None = None,
+    ) -> ClientDirectory:
+        """`clients` by table name; `auth_token` (GGUF_MCP_AUTH_TOKEN) becomes the client `default`,
+        with the `[clients.default]` table's policy if there is one, else every scope."""
+        by_digest = {c.token_sha256.lower(): c for c in clients.values() if c.token_sha256}
+        if auth_token is not None:
+            default = clients.get(DEFAULT_CLIENT) or Client(DEFAULT_CLIENT, policy=DEFAULT_POLICY)
+            digest = token_sha256(auth_token.get_secret_value())
+            by_digest[digest] = replace(default, token_sha256=digest)
+        oauth = [c for c in clients.values() if c.oauth_client_id or c.oauth_subject]
+        oauth.sort(key=lambda c: (not (c.oauth_client_id and c.oauth_subject), c.name))
+        return cls(dict(clients), defaults or ClientPolicy(), by_digest, tuple(oauth))
+
+    def named(self, token: str) -> Client | None:
+        # A dict lookup by digest: timing reveals at most which digests exist, nothing of any token.
+        return self.by_digest.get(token_sha256(token))
+
+    def oauth_caller(self, verified: AccessToken) -> Caller:
+        """The table naming this OAuth client (every `oauth_*` it names must match), else the defaults."""
+        for client in self.by_oauth:
+            if client.oauth_client_id not in (None, verified.client_id):
+                continue
+            if client.oauth_subject not in (None, verified.subject):
+                continue
+            return Caller(client.name, client.policy)
+        return Caller(verified.client_id, self.defaults, configured=False)
+
+    def default_caller(self) -> Caller:
+        """Whoever calls with no bearer at all: over stdio, or over HTTP with no credential configured."""
+        default = self.clients.get(DEFAULT_CLIENT)
+        return Caller(DEFAULT_CLIENT, default.policy if default else DEFAULT_POLICY)
+
+
+class IdentityVerifier(TokenVerifier):
+    """The SDK's token verifier: named clients first, then access tokens (`access_tokens`, if any)."""
+
+    def __init__(self, directory: ClientDirectory, access_tokens: TokenVerifier | None = None) -> None:
+        """`access_tokens`: a `JWTVerifier` or `IntrospectionVerifier` when an authorization server is set."""
+        self.directory = directory
+        """Reassign to reload (one atomic assignment; see the module docstring)."""
+        self.access_tokens = access_tokens
+
+    async def verify_token(self, token: str) -> IdentifiedToken | None:
+        directory = self.directory  # read once: the whole request sees one configuration
+        client = directory.named(token)
+        if client is not None:
+            scopes = sorted(client.policy.scopes)
+            caller = Caller(client.name, client.policy)
+            return IdentifiedToken(token=MASK, client_id=client.name, scopes=scopes, caller=caller)
+        if self.access_tokens is None:
+            return None
+        verified = await self.access_tokens.verify_token(token)
+        if verified is None:
+            return None
+        fields: dict[str, Any] = dict(verified)
+        return IdentifiedToken.model_construct(**fields, caller=directory.oauth_caller(verified))
+
+    async def aclose(self) -> None:
+        close = getattr(self.access_tokens, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def caller_of(token: AccessToken | None, directory: ClientDirectory) -> Caller:
+    """Who makes the current request, from `mcp.server.auth.middleware.auth_context.get_access_token()`.
+
+    No token (stdio, or HTTP without credentials) is the client `default`; a token some other
+    verifier produced (not expected) is an unconfigured OAuth client under the defaults.
+    """
+    if isinstance(token, IdentifiedToken):
+        return token.caller
+    if token is None:
+        return directory.default_caller()
+    return Caller(token.client_id, directory.defaults, configured=False)
