@@ -2,7 +2,7 @@
 
 PyJWT (with `cryptography`) does the cryptography; this module decides what is acceptable:
 - the algorithm comes from an allow-list of asymmetric ones (`keys.ALGORITHMS`), checked on the
-  header before any key is looked up, and must fit the key (its `alg`, type and curve);
+  header before any key is looked up; PyJWT checks that it fits the key (type, curve, `alg`);
 - `iss` is exactly the issuer; `aud` (a string or a list) holds one of this server's audiences;
 - `exp` is required and has no leeway (the SDK refuses a token once `expires_at` has passed, with
   none either: one rule); `nbf` and `iat` may lie up to `LEEWAY_S` ahead of this host's clock, so
@@ -87,7 +87,7 @@ class JWTVerifier(TokenVerifier):
             raise TokenRefused("it is not a JWT") from None
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
-            raise TokenRefused(f"its algorithm {shown(algorithm)} is not one of {', '.join(ALGORITHMS)}")
+            raise TokenRefused(f"its algorithm {shown(algorithm)} is not one of {', '.join(sorted(ALGORITHMS))}")
         declared = header.get("typ")
         if declared is not None and (not isinstance(declared, str) or declared.lower() not in ACCEPTED_TYPES):
             raise TokenRefused(f"its type {shown(declared)} is not an access token's (at+jwt)")

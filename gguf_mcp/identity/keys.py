@@ -31,15 +31,10 @@ RETRY_S = 10.0
 MAX_AGE_S = 600.0
 """Keys older than this are fetched again, so a key the issuer withdrew stops being trusted."""
 
-ALGORITHMS: Mapping[str, tuple[str, frozenset[str] | None]] = {
-    **{f"{family}{bits}": ("RSA", None) for family in ("RS", "PS") for bits in (256, 384, 512)},
-    "ES256": ("EC", frozenset({"P-256"})),
-    "ES384": ("EC", frozenset({"P-384"})),
-    "ES512": ("EC", frozenset({"P-521"})),
-    "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
-}
-"""The signature algorithms accepted, each with the key type (and curves) it needs. Asymmetric only:
-`none` and HMAC (which a forger would key with the issuer's public key) are never looked up."""
+ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
+"""The signature algorithms accepted: asymmetric only, so `none` and HMAC (which a forger would key
+with the issuer's public key) are never tried. Whether a key fits an algorithm (type, curve, the
+key's own `alg`) is PyJWT's to check."""
 
 JWK = Mapping[str, Any]
 
@@ -98,12 +93,6 @@ def signing_keys(document: Any, url: str) -> dict[str | None, JWK]:
     if not usable:
         raise IssuerUnavailable(f"the JWK Set at {url} holds no signature key (RSA, EC or OKP)")
     return usable
-
-
-def fits(key: JWK, algorithm: str) -> bool:
-    """Whether `key` may verify `algorithm`: its own `alg` if it names one, its type and curve."""
-    kty, curves = ALGORITHMS[algorithm]
-    return key.get("alg", algorithm) == algorithm and key["kty"] == kty and (curves is None or key.get("crv") in curves)
 
 
 class SigningKeys:
@@ -184,10 +173,11 @@ class SigningKeys:
         key = self._keys.get(kid)
         if key is None and kid is None and len(self._keys) == 1:
             key = next(iter(self._keys.values()))  # a token without kid, an issuer with one key
-        if key is None or not fits(key, algorithm):
+        if key is None:
             return None
         try:
-            prepared = PyJWK(dict(key), algorithm)
+            # A key naming its algorithm keeps it (RFC 8725 section 3.1: one algorithm per key).
+            prepared = PyJWK(dict(key), None if "alg" in key else algorithm)
         except (PyJWKError, PyJWTError):
             return None
         self._prepared[(kid, algorithm)] = prepared
