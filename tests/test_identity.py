@@ -35,10 +35,10 @@ from gguf_mcp.identity import (
     token_sha256,
 )
 from gguf_mcp.identity.introspection import CACHE_S
-from gguf_mcp.identity.keys import REFRESH_INTERVAL_S, RETRY_S
+from gguf_mcp.identity.keys import MAX_AGE_S, REFRESH_INTERVAL_S, RETRY_S
 from gguf_mcp.identity.remote import OUTAGE_LOG_INTERVAL_S
 from tests.support.bridge import free_port
-from tests.support.oidc import AuthorizationServer, rsa_key, start_oidc_server
+from tests.support.oidc import AuthorizationServer, SigningKey, rsa_key, start_oidc_server
 
 RESOURCE = "http://127.0.0.1:8000/mcp"
 """This server's public URL in these tests (GGUF_MCP_PUBLIC_URL): the audience tokens must name."""
@@ -169,6 +169,14 @@ async def test_other_providers_spellings_of_client_and_scopes_are_read(
     assert (verified.client_id, verified.scopes) == (client_id, scopes)
 
 
+async def test_a_key_published_for_one_algorithm_verifies_that_one(
+    oidc_server: AuthorizationServer, verifier: JWTVerifier
+) -> None:
+    pinned = oidc_server.keys[2]
+    assert pinned.jwk()["alg"] == "RS256"
+    assert await verifier.verify_token(oidc_server.mint(RESOURCE, key=pinned)) is not None
+
+
 async def test_an_audience_list_holding_this_server_is_accepted_for_it(
     oidc_server: AuthorizationServer, verifier: JWTVerifier
 ) -> None:
@@ -233,6 +241,10 @@ REFUSALS: dict[str, tuple[Forger, str]] = {
         "signature does not verify",
     ),
     "EC signature under the RSA key's kid": (_wrong_key_type, "no key with kid 'rs-1' for ES256"),
+    "PS256 by a key published for RS256": (
+        lambda s: SigningKey("rs-pinned", "PS256", s.keys[2].private).sign(claims_of(s.mint(RESOURCE))),
+        "not the one its key is published for",
+    ),
     "tampered payload": (_tampered, "signature does not verify"),
     "no exp": (lambda s: s.mint(RESOURCE, exp=None), "lacks a required claim"),
     "no client": (lambda s: s.mint(RESOURCE, client_id=None), "names no client"),
@@ -276,10 +288,13 @@ def _served_since(server: AuthorizationServer, before: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("rfc8414", "asked"),
+    ("path", "rfc8414", "asked"),
     [
-        (True, ["GET /.well-known/oauth-authorization-server/tenant"]),
+        ("", True, ["GET /.well-known/oauth-authorization-server"]),
+        ("", False, ["GET /.well-known/oauth-authorization-server", "GET /.well-known/openid-configuration"]),
+        ("/tenant", True, ["GET /.well-known/oauth-authorization-server/tenant"]),
         (
+            "/tenant",
             False,
             [
                 "GET /.well-known/oauth-authorization-server/tenant",
@@ -288,13 +303,12 @@ def _served_since(server: AuthorizationServer, before: list[str]) -> list[str]:
             ],
         ),
     ],
-    ids=["rfc8414", "openid-fallback"],
+    ids=["rfc8414", "openid", "path-rfc8414", "path-openid"],
 )
-async def test_an_issuer_with_a_path_is_found_where_rfc8414_then_openid_put_its_metadata(
-    rfc8414: bool, asked: list[str]
+async def test_the_metadata_is_found_where_rfc8414_then_openid_put_it(
+    path: str, rfc8414: bool, asked: list[str]
 ) -> None:
-    with start_oidc_server("/tenant", rfc8414=rfc8414) as server:
-        assert server.issuer.endswith("/tenant")
+    with start_oidc_server(path, rfc8414=rfc8414) as server:
         token = server.mint(RESOURCE)
         before = server.requests()
         checker = JWTVerifier(server.issuer, RESOURCE)
@@ -302,7 +316,7 @@ async def test_an_issuer_with_a_path_is_found_where_rfc8414_then_openid_put_its_
             assert await checker.verify_token(token) is not None
         finally:
             await checker.aclose()
-        assert _served_since(server, before) == [*asked, "GET /tenant/jwks"]
+        assert _served_since(server, before) == [*asked, f"GET {path}/jwks"]
 
 
 async def test_a_burst_of_unknown_kids_fetches_the_keys_at_most_once_a_minute(
@@ -335,6 +349,44 @@ async def _append(results: list[object], pending: Any) -> None:
     results.append(await pending)
 
 
+async def test_keys_are_fetched_again_once_they_are_old(
+    oidc_server: AuthorizationServer, verifier: JWTVerifier, clock: FakeClock
+) -> None:
+    token = oidc_server.mint(RESOURCE)
+    assert await verifier.verify_token(token) is not None
+    clock.advance(MAX_AGE_S - 1)
+    before = oidc_server.requests()
+    assert await verifier.verify_token(token) is not None
+    assert _served_since(oidc_server, before) == []
+
+    clock.advance(1)
+    for _ in range(5):
+        assert await verifier.verify_token(token) is not None
+    assert _served_since(oidc_server, before) == ["GET /jwks"]
+
+
+async def test_after_a_failed_key_fetch_the_metadata_is_read_again(
+    oidc_server: AuthorizationServer, verifier: JWTVerifier, clock: FakeClock
+) -> None:
+    """The keys may have moved (the issuer's new jwks_uri): a failed fetch rediscovers."""
+    assert await verifier.verify_token(oidc_server.mint(RESOURCE)) is not None
+    stranger = oidc_server.mint(RESOURCE, key=rsa_key("stranger"))
+    before = oidc_server.requests()
+    oidc_server.fail("/jwks", 503)
+    try:
+        clock.advance(REFRESH_INTERVAL_S)
+        assert await verifier.verify_token(stranger) is None
+    finally:
+        oidc_server.fail("/jwks", 0)
+    clock.advance(REFRESH_INTERVAL_S)
+    assert await verifier.verify_token(stranger) is None
+    assert _served_since(oidc_server, before) == [
+        "GET /jwks",
+        "GET /.well-known/oauth-authorization-server",
+        "GET /jwks",
+    ]
+
+
 # --- The issuer unreachable ------------------------------------------------------------------------------
 
 
@@ -359,6 +411,27 @@ async def test_an_unreachable_issuer_refuses_every_token_with_one_log_line_a_min
         assert len(warnings_of(logs)) == 2
     finally:
         await checker.aclose()
+
+
+async def test_an_issuer_without_metadata_is_asked_again_only_every_few_seconds(
+    oidc_server: AuthorizationServer, clock: FakeClock, logs: pytest.LogCaptureFixture
+) -> None:
+    issuer = oidc_server.issuer + "/no-such-tenant"
+    checker = JWTVerifier(issuer, RESOURCE, clock=clock)
+    token = oidc_server.mint(RESOURCE, iss=issuer)
+    before = oidc_server.requests()
+    try:
+        for _ in range(10):
+            assert await checker.verify_token(token) is None
+        assert len(_served_since(oidc_server, before)) == 3  # the three places metadata may be, once
+        clock.advance(RETRY_S)
+        for _ in range(10):
+            assert await checker.verify_token(token) is None
+        assert len(_served_since(oidc_server, before)) == 6
+    finally:
+        await checker.aclose()
+    (warning,) = warnings_of(logs)
+    assert "no authorization server metadata found at" in warning and "(HTTP 404)" in warning
 
 
 async def test_keys_already_fetched_keep_working_while_the_issuer_is_down(

@@ -42,6 +42,7 @@ ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})
 
 _REASONS: dict[type[jwt.PyJWTError], str] = {
     jwt.InvalidSignatureError: "its signature does not verify",
+    jwt.InvalidAlgorithmError: "its algorithm is not the one its key is published for",
     jwt.ImmatureSignatureError: f"it is not yet valid (nbf or iat more than {LEEWAY_S} s ahead)",
     jwt.MissingRequiredClaimError: "it lacks a required claim",
 }

@@ -12,6 +12,9 @@ The test holds the server's signing keys (it generates them), so it can mint tok
 issuer's keys sign but the server would never issue (expired, another `iss`, ...), and keys of
 its own for an unknown `kid`.
 
+Its keys (`keys`): `rs-1` (RSA, its JWK naming no algorithm: RS256 and PS256 tokens), `ec-1`
+(P-256, ES256) and `rs-pinned` (RSA, its JWK naming RS256 only).
+
 - `oidc_server` (session fixture): one server, issuer without a path, RFC 8414 metadata too.
 - `start_oidc_server(issuer_path=..., rfc8414=...)`: a context manager for one of its own.
 """
@@ -62,10 +65,13 @@ class SigningKey:
     kid: str
     algorithm: str
     private: Any
+    pinned: bool = False
+    """Whether its JWK names its algorithm (`alg`), binding it to that one."""
 
     def jwk(self) -> dict[str, Any]:
         codec = RSAAlgorithm if self.algorithm.startswith(("RS", "PS")) else ECAlgorithm
-        return {**codec.to_jwk(self.private, as_dict=True), "kid": self.kid, "use": "sig"}
+        jwk = {**codec.to_jwk(self.private, as_dict=True), "kid": self.kid, "use": "sig"}
+        return {**jwk, "alg": self.algorithm} if self.pinned else jwk
 
     def sign(self, claims: Mapping[str, Any], headers: Mapping[str, Any] | None = None) -> str:
         header = {"kid": self.kid, "typ": "at+jwt", **(headers or {})}
@@ -122,22 +128,30 @@ class AuthorizationServer:
 
     @property
     def key(self) -> SigningKey:
-        """The key the server signs RS256 access tokens with."""
+        """The key the server signs RS256 (and PS256) access tokens with; its JWK names no `alg`."""
         return self.keys[0]
 
     def url(self, path: str) -> str:
         return urljoin(self.issuer + "/", path.lstrip("/"))
 
+    @property
+    def origin(self) -> str:
+        return "{0.scheme}://{0.netloc}".format(urlsplit(self.issuer))
+
     def requests(self) -> list[str]:
         """Every request the server has served, as "GET /path" (the test routes excepted)."""
-        origin = "{0.scheme}://{0.netloc}".format(urlsplit(self.issuer))
-        return list(httpx.get(f"{origin}/_test/requests").json())
+        return list(httpx.get(f"{self.origin}/_test/requests").json())
+
+    def _test_route(self, route: str, body: Mapping[str, Any]) -> None:
+        httpx.post(f"{self.origin}/_test/{route}", json=dict(body)).raise_for_status()
+
+    def fail(self, path: str, status: int) -> None:
+        """Answer `status` at `path` (e.g. "/jwks") from now on; 0 answers normally again."""
+        self._test_route("faults", {"path": path, "status": status})
 
     def issue_for(self, resource: str, *, format: str = "jwt", alg: str = "RS256", ttl: int = 300) -> None:
         """How the server issues tokens for `resource` from now on: JWT or opaque, signed with `alg`."""
-        origin = "{0.scheme}://{0.netloc}".format(urlsplit(self.issuer))
-        spec = {"resource": resource, "format": format, "alg": alg, "ttl": ttl}
-        httpx.post(f"{origin}/_test/resources", json=spec).raise_for_status()
+        self._test_route("resources", {"resource": resource, "format": format, "alg": alg, "ttl": ttl})
 
     async def client_credentials_token(
         self, resource: str, scope: str = SCOPES, client: Credentials | None = None
@@ -262,7 +276,8 @@ def oidc_provider_module() -> Path:
 def start_oidc_server(issuer_path: str = "", *, rfc8414: bool = True) -> Iterator[AuthorizationServer]:
     """Start an oidc-provider on 127.0.0.1 (a free port), yield it, stop it."""
     node = ensure_node_tools().node
-    keys = (rsa_key("rs-1"), ec_key("ec-1"))
+    pinned = rsa_key("rs-pinned")
+    keys = (rsa_key("rs-1"), ec_key("ec-1"), SigningKey(pinned.kid, pinned.algorithm, pinned.private, pinned=True))
     machine = Credentials("machine", secrets.token_urlsafe(24))
     resource_server = Credentials("gguf-mcp", secrets.token_urlsafe(24))
     confidential: dict[str, list[str]] = {"grant_types": [], "redirect_uris": [], "response_types": []}

@@ -5,6 +5,7 @@
 //   module     path of oidc-provider's entry module (the package lives in the test cache, not here)
 //   issuerPath "" or "/tenant": the issuer's path; the provider is mounted there
 //   rfc8414    whether to serve /.well-known/oauth-authorization-server[/path] besides OpenID discovery
+//              (false: 404 there, as an OpenID-only provider answers)
 //   jwks       the signing keys (private JWKs; the test holds them too, to mint tokens of its own)
 //   clients    statically registered clients (a machine client, the resource server's introspection client)
 //   cookieKeys keys for signing the provider's cookies
@@ -14,6 +15,7 @@
 //   GET  /_test/requests   every request served so far, as ["GET /path", ...] (query strings dropped)
 //   POST /_test/resources  {"resource", "format": "jwt"|"opaque", "alg", "ttl", "scope"}: how tokens
 //                          for that resource are issued (default: JWT, RS256, 300 s, the gguf scopes)
+//   POST /_test/faults     {"path", "status"}: answer `status` at that path from now on (0: stop)
 import * as http from "node:http";
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
@@ -23,6 +25,7 @@ const { default: Provider } = await import(pathToFileURL(config.module).href);
 
 const SCOPES = ["gguf:models", "gguf:generate", "gguf:embed", "gguf:metrics"];
 const resources = new Map();
+const faults = new Map();
 const requests = [];
 
 const server = http.createServer();
@@ -71,11 +74,13 @@ async function testRoute(req, res) {
     res.end(JSON.stringify(requests));
     return;
   }
-  if (req.method === "POST" && req.url === "/_test/resources") {
+  if (req.method === "POST" && (req.url === "/_test/resources" || req.url === "/_test/faults")) {
     let body = "";
     for await (const chunk of req) body += chunk;
     const spec = JSON.parse(body);
-    resources.set(spec.resource, spec);
+    if (req.url === "/_test/resources") resources.set(spec.resource, spec);
+    else if (spec.status) faults.set(spec.path, spec.status);
+    else faults.delete(spec.path);
     res.end("{}");
     return;
   }
@@ -91,7 +96,17 @@ server.on("request", (req, res) => {
   if (req.url.startsWith("/_test/")) return testRoute(req, res);
   remember(req);
   const path = new URL(req.url, origin).pathname;
-  if (config.rfc8414 && path === rfc8414) req.url = "/.well-known/openid-configuration";
+  if (faults.has(path)) {
+    res.statusCode = faults.get(path);
+    res.end("injected fault");
+    return;
+  }
+  if (path.startsWith("/.well-known/oauth-authorization-server") && !config.rfc8414) {
+    res.statusCode = 404;
+    res.end("not found");
+    return;
+  }
+  if (path === rfc8414) req.url = "/.well-known/openid-configuration";
   else if (path === config.issuerPath || path.startsWith(config.issuerPath + "/")) {
     req.url = req.url.slice(config.issuerPath.length) || "/";
   } else {
