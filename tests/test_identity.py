@@ -365,6 +365,26 @@ async def test_keys_are_fetched_again_once_they_are_old(
     assert _served_since(oidc_server, before) == ["GET /jwks"]
 
 
+async def test_old_keys_keep_verifying_while_the_issuer_fails_and_it_is_asked_once_a_minute(
+    oidc_server: AuthorizationServer, verifier: JWTVerifier, clock: FakeClock, logs: pytest.LogCaptureFixture
+) -> None:
+    token = oidc_server.mint(RESOURCE)
+    assert await verifier.verify_token(token) is not None
+    before = oidc_server.requests()
+    oidc_server.fail("/jwks", 503)
+    try:
+        clock.advance(MAX_AGE_S)
+        for _ in range(5):
+            assert await verifier.verify_token(token) is not None
+        clock.advance(REFRESH_INTERVAL_S)
+        assert await verifier.verify_token(token) is not None
+    finally:
+        oidc_server.fail("/jwks", 0)
+    assert _served_since(oidc_server, before).count("GET /jwks") == 2
+    assert len(warnings_of(logs)) == 2  # a line a minute
+    assert "jwks answered HTTP 503; keeping the keys fetched before" in warnings_of(logs)[0]
+
+
 async def test_after_a_failed_key_fetch_the_metadata_is_read_again(
     oidc_server: AuthorizationServer, verifier: JWTVerifier, clock: FakeClock
 ) -> None:
@@ -635,13 +655,19 @@ async def test_an_oauth_client_gets_the_table_naming_it_else_the_defaults(
     assert await identity.verify_token(ALICE_TOKEN) is not None  # named clients and OAuth on one server
 
 
-async def test_a_table_naming_client_and_subject_needs_both(
+async def test_a_table_naming_client_and_subject_needs_both_and_wins_over_one_naming_the_client(
     oidc_server: AuthorizationServer, verifier: JWTVerifier
 ) -> None:
-    both = Client("both", oauth_client_id="machine", oauth_subject="someone-else")
-    identity = IdentityVerifier(directory(both, CI), verifier)
-    machine = await identity.verify_token(await oidc_server.client_credentials_token(RESOURCE))
-    assert machine is not None and machine.caller.name == "ci"
+    token = await oidc_server.client_credentials_token(RESOURCE)  # client and subject: machine
+    elsewhere = Client("b-elsewhere", oauth_client_id="machine", oauth_subject="someone-else")
+    exact = Client("b-exact", oauth_client_id="machine", oauth_subject="machine")
+    by_client = Client("a-by-client", oauth_client_id="machine")
+
+    only_one_matches = await IdentityVerifier(directory(elsewhere, by_client), verifier).verify_token(token)
+    most_specific = await IdentityVerifier(directory(by_client, exact), verifier).verify_token(token)
+
+    assert only_one_matches is not None and only_one_matches.caller.name == "a-by-client"
+    assert most_specific is not None and most_specific.caller.name == "b-exact"
 
 
 async def test_a_named_token_never_reaches_the_authorization_server(
