@@ -15,10 +15,26 @@ its `ClientPolicy`, enforced elsewhere.
 - `directory`: the configured clients, and the verifier the SDK runs.
 """
 
-from gguf_mcp.identity.access_tokens import JWTVerifier
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from gguf_mcp.identity.directory import ClientDirectory, IdentifiedToken, IdentityVerifier, caller_of, token_sha256
 from gguf_mcp.identity.introspection import IntrospectionVerifier
 from gguf_mcp.identity.remote import IssuerUnavailable, issuer_outage
+
+if TYPE_CHECKING:
+    from gguf_mcp.identity.access_tokens import JWTVerifier
+
+
+def __getattr__(name: str) -> object:
+    # PyJWT costs ~30 ms of start-up: only a server with an issuer configured imports it.
+    if name == "JWTVerifier":
+        from gguf_mcp.identity.access_tokens import JWTVerifier
+
+        return JWTVerifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ClientDirectory",
