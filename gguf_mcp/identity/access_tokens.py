@@ -28,10 +28,11 @@ from gguf_mcp.identity.claims import (
     TokenRefused,
     access_token,
     matched_audience,
+    refuse_expired,
+    refuse_other_issuer,
     refuse_sender_constrained,
     refused,
     shown,
-    timestamp,
 )
 from gguf_mcp.identity.keys import ALGORITHMS, SigningKeys, UnknownKey
 from gguf_mcp.identity.remote import Clock, IssuerHTTP, IssuerUnavailable, issuer_outage
@@ -46,6 +47,22 @@ _REASONS: dict[type[jwt.PyJWTError], str] = {
     jwt.ImmatureSignatureError: f"it is not yet valid (nbf or iat more than {LEEWAY_S} s ahead)",
     jwt.MissingRequiredClaimError: "it lacks a required claim",
 }
+
+
+def header_of(token: str) -> tuple[str, str | None]:
+    """The token's algorithm (one of the allow-list) and `kid`, once its header passes the checks."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise TokenRefused("it is not a JWT") from None
+    algorithm = header.get("alg")
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise TokenRefused(f"its algorithm {shown(algorithm)} is not one of {', '.join(sorted(ALGORITHMS))}")
+    declared = str(header.get("typ", "at+jwt"))
+    if declared.lower() not in ACCEPTED_TYPES:
+        raise TokenRefused(f"its type {shown(declared)} is not an access token's (at+jwt)")
+    kid = header.get("kid")
+    return algorithm, kid if isinstance(kid, str) else None
 
 
 class JWTVerifier(TokenVerifier):
@@ -82,27 +99,14 @@ class JWTVerifier(TokenVerifier):
         await self._http.aclose()
 
     async def _verified_claims(self, token: str) -> tuple[dict[str, object], str]:
+        algorithm, kid = header_of(token)
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise TokenRefused("it is not a JWT") from None
-        algorithm = header.get("alg")
-        if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
-            raise TokenRefused(f"its algorithm {shown(algorithm)} is not one of {', '.join(sorted(ALGORITHMS))}")
-        declared = header.get("typ")
-        if declared is not None and (not isinstance(declared, str) or declared.lower() not in ACCEPTED_TYPES):
-            raise TokenRefused(f"its type {shown(declared)} is not an access token's (at+jwt)")
-        kid = header.get("kid")
-        try:
-            key = await self.keys.key_for(kid if isinstance(kid, str) else None, algorithm)
+            key = await self.keys.key_for(kid, algorithm)
         except UnknownKey as unknown:
             raise TokenRefused(str(unknown)) from None
         claims = self._decode(token, key, algorithm)
-        if claims["iss"] != self.issuer:
-            raise TokenRefused(f"it was issued by {shown(claims['iss'])}, not {self.issuer}")
-        expires = timestamp(claims, "exp")
-        if expires is None or expires < time.time():
-            raise TokenRefused("it has expired")
+        refuse_other_issuer(claims["iss"], self.issuer)
+        refuse_expired(claims)
         refuse_sender_constrained(claims)
         return claims, matched_audience(claims, self.audiences)
 

@@ -9,6 +9,7 @@ verification and introspection both end here, so both read them alike.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -69,6 +70,18 @@ def refuse_sender_constrained(claims: Mapping[str, Any]) -> None:
     """A DPoP- or mTLS-bound token (`cnf`) is only valid with a proof this server does not check."""
     if "cnf" in claims:
         raise TokenRefused("it is bound to a key (cnf: DPoP or mTLS), a proof gguf-mcp does not check")
+
+
+def refuse_other_issuer(iss: object, issuer: str) -> None:
+    if iss != issuer:
+        raise TokenRefused(f"it was issued by {shown(iss)}, not {issuer}")
+
+
+def refuse_expired(claims: Mapping[str, Any]) -> None:
+    """No leeway: the SDK refuses a token once `expires_at` has passed, with none either (one rule)."""
+    expires = timestamp(claims, "exp")
+    if expires is not None and expires < time.time():
+        raise TokenRefused("it has expired")
 
 
 def timestamp(claims: Mapping[str, Any], name: str) -> int | None:

@@ -60,11 +60,9 @@ class ClientDirectory:
         with the `[clients.default]` table's policy if there is one, else every scope."""
         by_digest = {c.token_sha256.lower(): c for c in clients.values() if c.token_sha256}
         if auth_token is not None:
-            default = clients.get(DEFAULT_CLIENT) or Client(DEFAULT_CLIENT, policy=DEFAULT_POLICY)
-            digest = token_sha256(auth_token.get_secret_value())
-            by_digest[digest] = replace(default, token_sha256=digest)
-        oauth = [c for c in clients.values() if c.oauth_client_id or c.oauth_subject]
-        oauth.sort(key=lambda c: (not (c.oauth_client_id and c.oauth_subject), c.name))
+            default = _default_client(clients, token_sha256(auth_token.get_secret_value()))
+            by_digest[str(default.token_sha256)] = default
+        oauth = sorted((c for c in clients.values() if c.oauth_client_id or c.oauth_subject), key=_specific_first)
         return cls(dict(clients), defaults or ClientPolicy(), by_digest, tuple(oauth))
 
     def named(self, token: str) -> Client | None:
@@ -85,6 +83,15 @@ class ClientDirectory:
         """Whoever calls with no bearer at all: over stdio, or over HTTP with no credential configured."""
         default = self.clients.get(DEFAULT_CLIENT)
         return Caller(DEFAULT_CLIENT, default.policy if default else DEFAULT_POLICY)
+
+
+def _default_client(clients: Mapping[str, Client], digest: str) -> Client:
+    table = clients.get(DEFAULT_CLIENT)
+    return replace(table, token_sha256=digest) if table else Client(DEFAULT_CLIENT, digest, policy=DEFAULT_POLICY)
+
+
+def _specific_first(client: Client) -> tuple[bool, str]:
+    return not (client.oauth_client_id and client.oauth_subject), client.name
 
 
 class IdentityVerifier(TokenVerifier):

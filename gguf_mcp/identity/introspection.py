@@ -26,10 +26,11 @@ from gguf_mcp.identity.claims import (
     TokenRefused,
     access_token,
     matched_audience,
+    refuse_expired,
+    refuse_other_issuer,
     refuse_sender_constrained,
     refused,
     shown,
-    timestamp,
 )
 from gguf_mcp.identity.remote import Clock, IssuerHTTP, IssuerUnavailable, OutageLog, fetch_json, issuer_outage
 
@@ -114,12 +115,9 @@ class IntrospectionVerifier(TokenVerifier):
         kind = answer.get("token_type")
         if kind is not None and str(kind).lower() not in ("bearer", "access_token"):
             raise TokenRefused(f"it is a {shown(kind)} token, not a bearer access token")
-        iss = answer.get("iss")
-        if self.issuer is not None and iss is not None and iss != self.issuer:
-            raise TokenRefused(f"it was issued by {shown(iss)}, not {self.issuer}")
-        expires = timestamp(answer, "exp")
-        if expires is not None and expires < time.time():
-            raise TokenRefused("it has expired")
+        if self.issuer is not None and "iss" in answer:
+            refuse_other_issuer(answer["iss"], self.issuer)
+        refuse_expired(answer)
         refuse_sender_constrained(answer)
         return matched_audience(answer, self.audiences)
 

@@ -83,16 +83,20 @@ def signing_keys(document: Any, url: str) -> dict[str | None, JWK]:
     keys = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(keys, list):
         raise IssuerUnavailable(f"{url} is not a JWK Set (no 'keys' list)")
-    usable: dict[str | None, JWK] = {}
-    for key in keys:
-        if not isinstance(key, dict) or key.get("kty") not in ("RSA", "EC", "OKP"):
-            continue
-        if key.get("use", "sig") != "sig":  # `key_ops` is not read: issuers publish ["sign"] on public keys
-            continue
-        usable[key.get("kid") if isinstance(key.get("kid"), str) else None] = key
+    usable = {_kid(key): key for key in keys if _verifies(key)}
     if not usable:
         raise IssuerUnavailable(f"the JWK Set at {url} holds no signature key (RSA, EC or OKP)")
     return usable
+
+
+def _verifies(key: object) -> bool:
+    # `key_ops` is not read: issuers publish ["sign"] on public keys.
+    return isinstance(key, dict) and key.get("kty") in ("RSA", "EC", "OKP") and key.get("use", "sig") == "sig"
+
+
+def _kid(key: JWK) -> str | None:
+    kid = key.get("kid")
+    return kid if isinstance(kid, str) else None
 
 
 class SigningKeys:
@@ -168,17 +172,11 @@ class SigningKeys:
 
     def _lookup(self, kid: str | None, algorithm: str) -> PyJWK | None:
         prepared = self._prepared.get((kid, algorithm))
-        if prepared is not None:
-            return prepared
-        key = self._keys.get(kid)
-        if key is None and kid is None and len(self._keys) == 1:
-            key = next(iter(self._keys.values()))  # a token without kid, an issuer with one key
-        if key is None:
-            return None
-        try:
-            # A key naming its algorithm keeps it (RFC 8725 section 3.1: one algorithm per key).
-            prepared = PyJWK(dict(key), None if "alg" in key else algorithm)
-        except (PyJWKError, PyJWTError):
-            return None
-        self._prepared[(kid, algorithm)] = prepared
+        key = self._keys.get(kid)  # a token without kid finds only a key without one
+        if prepared is None and key is not None:
+            try:
+                # A key naming its algorithm keeps it (RFC 8725 section 3.1: one algorithm per key).
+                prepared = self._prepared[(kid, algorithm)] = PyJWK(dict(key), None if "alg" in key else algorithm)
+            except (PyJWKError, PyJWTError):
+                return None
         return prepared
