@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 import httpx
+import httpx2
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -553,6 +554,36 @@ async def test_an_opaque_token_for_another_resource_or_unknown_is_refused(
 
     assert "is not this server" in refusals(logs)[0]
     assert "not active" in refusals(logs)[1]
+
+
+def answering(answer: dict[str, Any]) -> httpx2.AsyncClient:
+    """An introspection endpoint answering `answer`: what another vendor's server says, which
+    oidc-provider never does (Keycloak's token_type for a refresh token, another realm's iss)."""
+    return httpx2.AsyncClient(transport=httpx2.MockTransport(lambda request: httpx2.Response(200, json=answer)))
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ({"token_type": "Refresh"}, "it is a 'Refresh' token, not a bearer access token"),
+        ({"iss": "http://127.0.0.1:1/realms/other"}, "issued by 'http://127.0.0.1:1/realms/other'"),
+        ({"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}, "bound to a key"),
+        ({"exp": 1}, "it has expired"),
+    ],
+    ids=["refresh-token", "other-issuer", "dpop-bound", "expired"],
+)
+async def test_an_introspection_answer_that_is_not_for_a_bearer_access_token_here_is_refused(
+    logs: pytest.LogCaptureFixture, answer: dict[str, Any], reason: str
+) -> None:
+    issuer = "http://127.0.0.1:1/realms/ours"
+    base = {"active": True, "aud": OPAQUE_RESOURCE, "client_id": "app", "iss": issuer, "token_type": "Bearer"}
+    for shown_answer, accepted in ((base, True), ({**base, **answer}, False)):
+        async with answering(shown_answer) as http:
+            checker = IntrospectionVerifier(
+                "http://127.0.0.1:1/introspect", "rs", SecretStr("s"), OPAQUE_RESOURCE, issuer=issuer, http=http
+            )
+            assert (await checker.verify_token("opaque") is not None) is accepted
+    assert [m for m in refusals(logs) if reason in m], refusals(logs)
 
 
 async def test_introspection_with_rejected_credentials_refuses_tokens_and_says_which_client(
