@@ -686,6 +686,23 @@ async def test_an_oauth_client_gets_the_table_naming_it_else_the_defaults(
     assert await identity.verify_token(ALICE_TOKEN) is not None  # named clients and OAuth on one server
 
 
+async def test_an_oauth_callers_scopes_are_those_granted_that_its_policy_allows(
+    oidc_server: AuthorizationServer, verifier: JWTVerifier
+) -> None:
+    """The token may carry more than the table allows (metrics), and less (no embed)."""
+    table = Client(
+        "ci", oauth_client_id="machine", policy=ClientPolicy(scopes=frozenset({"gguf:models", "gguf:embed"}))
+    )
+    identity = IdentityVerifier(directory(table), verifier)
+    token = await oidc_server.client_credentials_token(RESOURCE, scope="gguf:models gguf:metrics")
+
+    verified = await identity.verify_token(token)
+
+    assert verified is not None
+    assert verified.scopes == ["gguf:models"] and verified.caller.policy.scopes == {"gguf:models"}
+    assert verified.caller.policy.allows_tool("list_models") and not verified.caller.policy.allows_tool("embed")
+
+
 async def test_a_table_naming_client_and_subject_needs_both_and_wins_over_one_naming_the_client(
     oidc_server: AuthorizationServer, verifier: JWTVerifier
 ) -> None:
