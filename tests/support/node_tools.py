@@ -17,6 +17,9 @@ installs into a new directory and never mixes versions.
   been verified, so a killed run never leaves a half-installed cache; a file lock makes
   concurrent pytest processes wait for one installer instead of racing.
 
+`ensure_npm_packages(name, pins)` installs other pinned npm packages (e.g. oidc-provider for
+tests/support/oidc.py) the same way into ``npm-<name>-<hash>/``; they run under this Node.
+
 Only the one-time install needs ``npm`` on PATH (verified with npm 11.19.1 running on Node 20).
 """
 
