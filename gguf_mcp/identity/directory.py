@@ -31,7 +31,9 @@ def token_sha256(token: str) -> str:
 
 
 class IdentifiedToken(AccessToken):
-    """The SDK's record of a verified bearer, with who it is (`caller`) as of the request's start."""
+    """The SDK's record of a verified bearer, with who it is (`caller`) as of the request's start.
+
+    `scopes` are the caller's: for an OAuth token, those granted that its policy also allows."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -70,14 +72,17 @@ class ClientDirectory:
         return self.by_digest.get(token_sha256(token))
 
     def oauth_caller(self, verified: AccessToken) -> Caller:
-        """The table naming this OAuth client (every `oauth_*` it names must match), else the defaults."""
+        """The table naming this OAuth client (every `oauth_*` it names must match), else the defaults;
+        its scopes are those the token was granted that the policy also allows."""
+        name, policy, configured = verified.client_id, self.defaults, False
         for client in self.by_oauth:
-            if client.oauth_client_id not in (None, verified.client_id):
-                continue
-            if client.oauth_subject not in (None, verified.subject):
-                continue
-            return Caller(client.name, client.policy)
-        return Caller(verified.client_id, self.defaults, configured=False)
+            if client.oauth_client_id in (None, verified.client_id) and client.oauth_subject in (
+                None,
+                verified.subject,
+            ):
+                name, policy, configured = client.name, client.policy, True
+                break
+        return Caller(name, replace(policy, scopes=policy.scopes & frozenset(verified.scopes)), configured)
 
     def default_caller(self) -> Caller:
         """Whoever calls with no bearer at all: over stdio, or over HTTP with no credential configured."""
@@ -115,8 +120,9 @@ class IdentityVerifier(TokenVerifier):
         verified = await self.access_tokens.verify_token(token)
         if verified is None:
             return None
-        fields: dict[str, Any] = dict(verified)
-        return IdentifiedToken.model_construct(**fields, caller=directory.oauth_caller(verified))
+        caller = directory.oauth_caller(verified)
+        fields: dict[str, Any] = {**dict(verified), "scopes": sorted(caller.policy.scopes)}
+        return IdentifiedToken.model_construct(**fields, caller=caller)
 
     async def aclose(self) -> None:
         close = getattr(self.access_tokens, "aclose", None)
