@@ -11,6 +11,7 @@ in `gguf_mcp.config`, recognising a bearer in `gguf_mcp.identity`, enforcing lim
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,6 +37,11 @@ TOOL_SCOPES = {
 DEFAULT_CLIENT = "default"
 """The client `GGUF_MCP_AUTH_TOKEN` stands for (with every scope, metrics included), and whose limits
 apply over stdio."""
+
+
+def hash_token(token: str) -> str:
+    """The hex SHA-256 of a bearer token, as `token_sha256` holds it (lowercase)."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

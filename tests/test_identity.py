@@ -25,7 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 
-from gguf_mcp.clients import DEFAULT_CLIENT, SCOPES, USE_SCOPES, Caller, Client, ClientPolicy
+from gguf_mcp.clients import DEFAULT_CLIENT, SCOPES, USE_SCOPES, Caller, Client, ClientPolicy, hash_token
 from gguf_mcp.identity import (
     ClientDirectory,
     IdentityVerifier,
@@ -33,7 +33,6 @@ from gguf_mcp.identity import (
     JWTVerifier,
     caller_of,
     issuer_outage,
-    token_sha256,
 )
 from gguf_mcp.identity.introspection import CACHE_S
 from gguf_mcp.identity.keys import MAX_AGE_S, REFRESH_INTERVAL_S, RETRY_S
@@ -606,17 +605,15 @@ async def test_introspection_with_rejected_credentials_refuses_tokens_and_says_w
 
 ALICE_TOKEN = "alice-canary-token-3f9d1c0b7e2a4f68a1d3"
 BOB_TOKEN = "bob-canary-token-8e7d6c5b4a39281706f5"
-ALICE = Client("alice", token_sha256=token_sha256(ALICE_TOKEN), policy=ClientPolicy(scopes=frozenset({"gguf:models"})))
-BOB = Client("bob", token_sha256=token_sha256(BOB_TOKEN).upper())
+ALICE = Client("alice", token_sha256=hash_token(ALICE_TOKEN), policy=ClientPolicy(scopes=frozenset({"gguf:models"})))
+BOB = Client("bob", token_sha256=hash_token(BOB_TOKEN).upper())
 CI = Client("ci", oauth_client_id="machine", policy=ClientPolicy(tools=frozenset({"chat"}), max_concurrent=2))
 HUMANS = Client("humans", oauth_subject="bob", policy=ClientPolicy(max_tokens=256))
 DEFAULTS = ClientPolicy(scopes=frozenset({"gguf:models"}), max_concurrent=1)
 
 
-def directory(*clients: Client, auth_token: str | None = None) -> ClientDirectory:
-    return ClientDirectory.build(
-        {c.name: c for c in clients}, DEFAULTS, SecretStr(auth_token) if auth_token is not None else None
-    )
+def directory(*clients: Client) -> ClientDirectory:
+    return ClientDirectory.build({c.name: c for c in clients}, DEFAULTS)
 
 
 async def test_a_named_clients_token_is_that_client_with_its_scopes() -> None:
@@ -651,15 +648,12 @@ async def test_swapping_the_directory_revokes_a_client_and_leaves_the_others_alo
     assert caller_of(bob_before, identity.directory) == Caller("bob", BOB.policy)  # a request in flight keeps its own
 
 
-async def test_the_auth_token_is_the_client_default_with_every_scope_or_its_tables_policy() -> None:
-    plain = await IdentityVerifier(directory(auth_token="static-canary-token")).verify_token("static-canary-token")
-    assert plain is not None
-    assert (plain.client_id, plain.scopes) == (DEFAULT_CLIENT, sorted(SCOPES))
-
-    table = Client(DEFAULT_CLIENT, policy=ClientPolicy(deployments=frozenset({"dep"})))
-    limited = IdentityVerifier(directory(table, auth_token="static-canary-token"))
-    verified = await limited.verify_token("static-canary-token")
-    assert verified is not None and verified.caller == Caller(DEFAULT_CLIENT, table.policy)
+async def test_the_auth_token_is_the_client_default() -> None:
+    """The configuration makes GGUF_MCP_AUTH_TOKEN the table `default` (config/policies.py)."""
+    default = Client(DEFAULT_CLIENT, hash_token("static-canary-token"), policy=ClientPolicy(scopes=frozenset(SCOPES)))
+    verified = await IdentityVerifier(directory(default, ALICE)).verify_token("static-canary-token")
+    assert verified is not None
+    assert (verified.client_id, verified.scopes) == (DEFAULT_CLIENT, sorted(SCOPES))
 
 
 def test_no_bearer_at_all_is_the_default_client() -> None:
@@ -703,19 +697,19 @@ async def test_an_oauth_callers_scopes_are_those_granted_that_its_policy_allows(
     assert verified.caller.policy.allows_tool("list_models") and not verified.caller.policy.allows_tool("embed")
 
 
-async def test_a_table_naming_client_and_subject_needs_both_and_wins_over_one_naming_the_client(
+async def test_a_users_table_wins_over_their_apps_table(
     oidc_server: AuthorizationServer, verifier: JWTVerifier
 ) -> None:
-    token = await oidc_server.client_credentials_token(RESOURCE)  # client and subject: machine
-    elsewhere = Client("b-elsewhere", oauth_client_id="machine", oauth_subject="someone-else")
-    exact = Client("b-exact", oauth_client_id="machine", oauth_subject="machine")
-    by_client = Client("a-by-client", oauth_client_id="machine")
+    client_id, token = await oidc_server.authorization_code_token(RESOURCE, user="bob")
+    app = Client("app", oauth_client_id=client_id)
+    identity = IdentityVerifier(directory(app, HUMANS), verifier)
 
-    only_one_matches = await IdentityVerifier(directory(elsewhere, by_client), verifier).verify_token(token)
-    most_specific = await IdentityVerifier(directory(by_client, exact), verifier).verify_token(token)
+    verified = await identity.verify_token(token)
 
-    assert only_one_matches is not None and only_one_matches.caller.name == "a-by-client"
-    assert most_specific is not None and most_specific.caller.name == "b-exact"
+    assert verified is not None and verified.caller.name == "humans"
+    identity.directory = directory(app)
+    again = await identity.verify_token(token)
+    assert again is not None and again.caller.name == "app"
 
 
 async def test_a_named_token_never_reaches_the_authorization_server(

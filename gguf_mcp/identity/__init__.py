@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gguf_mcp.identity.directory import ClientDirectory, IdentifiedToken, IdentityVerifier, caller_of, token_sha256
+from gguf_mcp.identity.directory import ClientDirectory, IdentifiedToken, IdentityVerifier, caller_of
 from gguf_mcp.identity.introspection import IntrospectionVerifier
 from gguf_mcp.identity.remote import IssuerUnavailable, issuer_outage
 
@@ -45,5 +45,4 @@ __all__ = [
     "JWTVerifier",
     "caller_of",
     "issuer_outage",
-    "token_sha256",
 ]

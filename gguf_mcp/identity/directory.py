@@ -10,24 +10,18 @@ next request and leaves every other client's sessions and calls in flight alone.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from mcp.server.auth.provider import AccessToken, TokenVerifier
-from pydantic import ConfigDict, SecretStr, SkipValidation
+from pydantic import ConfigDict, SkipValidation
 
-from gguf_mcp.clients import DEFAULT_CLIENT, SCOPES, Caller, Client, ClientPolicy
+from gguf_mcp.clients import DEFAULT_CLIENT, SCOPES, Caller, Client, ClientPolicy, hash_token
 from gguf_mcp.redaction import MASK
 
 DEFAULT_POLICY = ClientPolicy(scopes=frozenset(SCOPES))
-"""The policy of GGUF_MCP_AUTH_TOKEN (and of stdio) when no `[clients.default]` table sets one."""
-
-
-def token_sha256(token: str) -> str:
-    """The hex digest a `[clients.<name>]` table stores in place of its token."""
-    return hashlib.sha256(token.encode()).hexdigest()
+"""The policy of the client `default` should the clients given lack it (the configuration always has it)."""
 
 
 class IdentifiedToken(AccessToken):
@@ -48,55 +42,38 @@ class ClientDirectory:
     defaults: ClientPolicy
     """The policy of an OAuth client that no table names (`[client_defaults]`)."""
     by_digest: Mapping[str, Client]
-    by_oauth: tuple[Client, ...]
-    """Tables naming an OAuth client or subject, the most specific (both named) first."""
+    by_subject: Mapping[str, Client]
+    by_oauth_client: Mapping[str, Client]
 
     @classmethod
-    def build(
-        cls,
-        clients: Mapping[str, Client],
-        defaults: ClientPolicy | None = None,
-        auth_token: SecretStr | None = None,
-    ) -> ClientDirectory:
-        """`clients` by table name; `auth_token` (GGUF_MCP_AUTH_TOKEN) becomes the client `default`,
-        with the `[clients.default]` table's policy if there is one, else every scope."""
-        by_digest = {c.token_sha256.lower(): c for c in clients.values() if c.token_sha256}
-        if auth_token is not None:
-            default = _default_client(clients, token_sha256(auth_token.get_secret_value()))
-            by_digest[str(default.token_sha256)] = default
-        oauth = sorted((c for c in clients.values() if c.oauth_client_id or c.oauth_subject), key=_specific_first)
-        return cls(dict(clients), defaults or ClientPolicy(), by_digest, tuple(oauth))
+    def build(cls, clients: Mapping[str, Client], defaults: ClientPolicy) -> ClientDirectory:
+        """`clients` by table name, `default` (GGUF_MCP_AUTH_TOKEN's) included, as `Settings.clients` has
+        them; `defaults` is `Settings.client_defaults`."""
+        tables = clients.values()
+        return cls(
+            dict(clients),
+            defaults,
+            by_digest={c.token_sha256.lower(): c for c in tables if c.token_sha256},
+            by_subject={c.oauth_subject: c for c in tables if c.oauth_subject},
+            by_oauth_client={c.oauth_client_id: c for c in tables if c.oauth_client_id},
+        )
 
     def named(self, token: str) -> Client | None:
         # A dict lookup by digest: timing reveals at most which digests exist, nothing of any token.
-        return self.by_digest.get(token_sha256(token))
+        return self.by_digest.get(hash_token(token))
 
     def oauth_caller(self, verified: AccessToken) -> Caller:
-        """The table naming this OAuth client (every `oauth_*` it names must match), else the defaults;
-        its scopes are those the token was granted that the policy also allows."""
-        name, policy, configured = verified.client_id, self.defaults, False
-        for client in self.by_oauth:
-            if client.oauth_client_id in (None, verified.client_id) and client.oauth_subject in (
-                None,
-                verified.subject,
-            ):
-                name, policy, configured = client.name, client.policy, True
-                break
-        return Caller(name, replace(policy, scopes=policy.scopes & frozenset(verified.scopes)), configured)
+        """The table naming the token's user (`oauth_subject`: a person's limits follow them into any
+        app), else its client (`oauth_client_id`), else the defaults; its scopes are those the token was
+        granted that the policy also allows."""
+        table = self.by_subject.get(verified.subject or "") or self.by_oauth_client.get(verified.client_id)
+        name, policy = (table.name, table.policy) if table else (verified.client_id, self.defaults)
+        return Caller(name, replace(policy, scopes=policy.scopes & frozenset(verified.scopes)), table is not None)
 
     def default_caller(self) -> Caller:
         """Whoever calls with no bearer at all: over stdio, or over HTTP with no credential configured."""
         default = self.clients.get(DEFAULT_CLIENT)
         return Caller(DEFAULT_CLIENT, default.policy if default else DEFAULT_POLICY)
-
-
-def _default_client(clients: Mapping[str, Client], digest: str) -> Client:
-    table = clients.get(DEFAULT_CLIENT)
-    return replace(table, token_sha256=digest) if table else Client(DEFAULT_CLIENT, digest, policy=DEFAULT_POLICY)
-
-
-def _specific_first(client: Client) -> tuple[bool, str]:
-    return not (client.oauth_client_id and client.oauth_subject), client.name
 
 
 class IdentityVerifier(TokenVerifier):
