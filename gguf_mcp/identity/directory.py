@@ -99,7 +99,7 @@ class IdentityVerifier(TokenVerifier):
             return None
         caller = directory.oauth_caller(verified)
         fields: dict[str, Any] = {**dict(verified), "scopes": sorted(caller.policy.scopes)}
-        return IdentifiedToken.model_construct(**fields, caller=caller)
+        return IdentifiedToken(**fields, caller=caller)
 
     async def aclose(self) -> None:
         close = getattr(self.access_tokens, "aclose", None)
