@@ -17,6 +17,15 @@ Its keys (`keys`): `rs-1` (RSA, its JWK naming no algorithm: RS256 and PS256 tok
 
 - `oidc_server` (session fixture): one server, issuer without a path, RFC 8414 metadata too.
 - `start_oidc_server(issuer_path=..., rfc8414=...)`: a context manager for one of its own.
+
+What a test does with one (`AuthorizationServer`):
+- `await client_credentials_token(resource, scope)`: a machine client's token (JWT, aud = resource);
+- `issue_for(resource, format="opaque" | "jwt", alg=..., ttl=...)`: how tokens for a resource look;
+- `await register(redirect_uri)`: dynamic client registration; `await authorize(url, user)`: a
+  browser's part of the authorization code flow; `browser(user)`: the same as the official
+  client's redirect and callback handlers; `await authorization_code_token(resource, user)`: all of it;
+- `mint(resource, key=..., headers=..., **claims)`: a token signed with its key (or another);
+- `requests()`: what it has served; `fail(path, status)`: make one of its routes fail.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import selectors
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -42,6 +51,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from mcp.shared.auth import AuthorizationCodeResult
 
 from tests.support.node_tools import ensure_node_tools, ensure_npm_packages
 
@@ -50,6 +60,8 @@ OIDC_PROVIDER_VERSION = "9.13.3"
 SCRIPT = Path(__file__).with_name("oidc_server.mjs")
 START_TIMEOUT_S = 30.0
 SCOPES = "gguf:models gguf:generate gguf:embed gguf:metrics"
+RedirectHandler = Callable[[str], Awaitable[None]]
+CallbackHandler = Callable[[], Awaitable[AuthorizationCodeResult]]
 
 
 @dataclass(frozen=True)
@@ -84,15 +96,6 @@ def rsa_key(kid: str) -> SigningKey:
 
 def ec_key(kid: str) -> SigningKey:
     return SigningKey(kid, "ES256", ec.generate_private_key(ec.SECP256R1()))
-
-
-@dataclass(frozen=True)
-class AuthorizationCode:
-    """What the authorization endpoint sent back to the client's redirect URI."""
-
-    code: str
-    state: str | None
-    iss: str | None
 
 
 class _Forms(HTMLParser):
@@ -184,7 +187,7 @@ class AuthorizationServer:
         assert response.status_code == 201, response.text
         return dict(response.json())
 
-    async def authorize(self, authorization_url: str, user: str = "alice") -> AuthorizationCode:
+    async def authorize(self, authorization_url: str, user: str = "alice") -> AuthorizationCodeResult:
         """Follow `authorization_url` as a browser would: sign in as `user`, consent, and return
         what the server sends to the client's redirect URI (which is never fetched)."""
         async with httpx.AsyncClient() as browser:
@@ -195,7 +198,9 @@ class AuthorizationServer:
                     query = parse_qs(urlsplit(location).query)
                     if "code" in query or "error" in query:
                         assert "error" not in query, f"the server refused: {query}"
-                        return AuthorizationCode(query["code"][0], _one(query, "state"), _one(query, "iss"))
+                        return AuthorizationCodeResult(
+                            code=query["code"][0], state=_one(query, "state"), iss=_one(query, "iss")
+                        )
                     response = await browser.get(location)
                     continue
                 assert response.status_code == 200, f"{response.status_code} at {response.url}: {response.text[:500]}"
@@ -205,6 +210,19 @@ class AuthorizationServer:
                 answers = {"login": user, "password": "any"} if form.fields.get("prompt") == "login" else {}
                 response = await browser.post(urljoin(str(response.url), form.action), data={**form.fields, **answers})
         raise AssertionError("the authorization flow did not reach the redirect URI in 10 steps")
+
+    def browser(self, user: str = "alice") -> tuple[RedirectHandler, CallbackHandler]:
+        """The official client's `redirect_handler` and `callback_handler` (`OAuthClientProvider`):
+        `user` signs in and consents, over HTTP, where the client sends them."""
+        pending: list[str] = []
+
+        async def redirect(url: str) -> None:
+            pending.append(url)
+
+        async def callback() -> AuthorizationCodeResult:
+            return await self.authorize(pending.pop(), user)
+
+        return redirect, callback
 
     async def authorization_code_token(
         self, resource: str, user: str = "alice", scope: str = SCOPES
