@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -22,8 +23,16 @@ import httpx
 import httpx2
 import jwt
 import pytest
+import uvicorn
 from cryptography.hazmat.primitives import serialization
-from pydantic import SecretStr
+from mcp.client import Client as MCPClient
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from pydantic import AnyUrl, SecretStr
 
 from gguf_mcp.clients import DEFAULT_CLIENT, SCOPES, USE_SCOPES, Caller, Client, ClientPolicy, hash_token
 from gguf_mcp.identity import (
@@ -710,6 +719,70 @@ async def test_a_users_table_wins_over_their_apps_table(
     identity.directory = directory(app)
     again = await identity.verify_token(token)
     assert again is not None and again.caller.name == "app"
+
+
+class MemoryStorage:
+    """The official client's token storage, in memory."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client_info: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
+
+
+async def test_the_official_clients_oauth_flow_reaches_a_tool_as_its_caller(oidc_server: AuthorizationServer) -> None:
+    """The SDK's own server and client around this verifier: a 401 pointing at the protected resource
+    metadata, discovery, dynamic registration, authorization code with PKCE and `resource`, consent
+    (headless), then a tool that finds its caller (gguf-mcp's HTTP app wires the same pieces)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    public = f"http://127.0.0.1:{listener.getsockname()[1]}/mcp"
+    dana = Client("dana", oauth_subject="dana", policy=ClientPolicy(scopes=frozenset({"gguf:models", "gguf:embed"})))
+    identity = IdentityVerifier(directory(dana), JWTVerifier(oidc_server.issuer, public))
+    auth = AuthSettings(issuer_url=oidc_server.issuer, resource_server_url=public, validate_token_resource=False)  # type: ignore[arg-type]
+    server = MCPServer("identity-test", token_verifier=identity, auth=auth)
+
+    @server.tool()
+    def whoami() -> str:
+        caller = caller_of(get_access_token(), identity.directory)
+        return f"{caller.name} {' '.join(sorted(caller.policy.scopes))}"
+
+    uv = uvicorn.Server(uvicorn.Config(server.streamable_http_app(), log_level="warning"))
+    redirect, callback = oidc_server.browser(user="dana")
+    metadata = OAuthClientMetadata(redirect_uris=[AnyUrl("http://127.0.0.1:9/callback")])
+    storage = MemoryStorage()
+    oauth = OAuthClientProvider(public, metadata, storage, redirect, callback)
+    async with anyio.create_task_group() as group:
+        group.start_soon(uv.serve, [listener])
+        try:
+            async with (
+                httpx2.AsyncClient(auth=oauth) as http,
+                MCPClient(streamable_http_client(public, http_client=http)) as client,
+            ):
+                result = await client.call_tool("whoami", {})
+        finally:
+            uv.should_exit = True
+    await identity.aclose()
+
+    assert storage.tokens is not None
+    granted = claims_of(storage.tokens.access_token)
+    assert (granted["aud"], granted["sub"]) == (public, "dana")
+    allowed = sorted(set(granted["scope"].split()) & dana.policy.scopes)
+    assert allowed  # something in common, or the tool would have nothing to show
+    assert result.content[0].type == "text"
+    assert result.content[0].text == f"dana {' '.join(allowed)}"
 
 
 async def test_a_named_token_never_reaches_the_authorization_server(
