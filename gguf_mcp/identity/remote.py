@@ -61,7 +61,7 @@ class Throttle:
 
 
 class OutageLog:
-    """One warning a minute while `source` fails, one info line when it answers again."""
+    """One warning a minute while `source` fails; one more when it answers again (whoever saw the first sees it)."""
 
     def __init__(self, source: str, clock: Clock = time.monotonic) -> None:
         self._source = source
