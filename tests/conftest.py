@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.support.llama",
     "tests.support.gateway",
     "tests.support.bridge",
+    "tests.support.oidc",
 ]
 
 

@@ -17,6 +17,9 @@ installs into a new directory and never mixes versions.
   been verified, so a killed run never leaves a half-installed cache; a file lock makes
   concurrent pytest processes wait for one installer instead of racing.
 
+`ensure_npm_packages(name, pins)` installs other pinned npm packages (e.g. oidc-provider for
+tests/support/oidc.py) the same way into ``npm-<name>-<hash>/``; they run under this Node.
+
 Only the one-time install needs ``npm`` on PATH (verified with npm 11.19.1 running on Node 20).
 Imports nothing outside the standard library: scripts/build-bundle.py uses it after a plain
 ``pip install .`` (the ``node_tools`` fixture is in tests/conftest.py).
@@ -371,60 +374,62 @@ def _installed_version(directory: Path, package: str) -> str:
     return str(meta["version"])
 
 
-def _install(target: Path) -> None:
-    """Install into a temporary sibling of `target`, verify, then rename it to `target`."""
+def npm_install(work: Path, name: str, dependencies: Mapping[str, str]) -> float:
+    """``npm install`` exactly `dependencies` into the empty directory `work`, resolved as of
+    `NPM_BEFORE`; verify the versions installed; return the seconds it took."""
     npm = shutil.which("npm")
     if npm is None:
-        raise NodeToolsError(
-            f"npm is not on PATH; it is needed once to install Node {NODE_VERSION}, "
-            f"{', '.join(f'{k}@{v}' for k, v in PINS.items())} into {target}"
-        )
+        wanted = ", ".join(f"{k}@{v}" for k, v in dependencies.items())
+        raise NodeToolsError(f"npm is not on PATH; it is needed once to install {wanted} into {work.parent}")
+    package_json = {
+        "name": name,
+        "version": "0.0.0",
+        "private": True,
+        "description": "Pinned packages for the gguf_mcp tests (generated).",
+        "dependencies": dict(dependencies),
+    }
+    (work / "package.json").write_text(json.dumps(package_json, indent=2) + "\n")
+    argv = [
+        npm,
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--ignore-scripts",
+        "--no-update-notifier",
+        "--before",
+        NPM_BEFORE,
+        "--loglevel",
+        "warn",
+    ]
+    start = time.monotonic()
+    with (work / "npm-install.log").open("w") as log:
+        try:
+            proc = subprocess.run(
+                argv,
+                cwd=work,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=INSTALL_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise NodeToolsError(f"npm install timed out after {INSTALL_TIMEOUT_S:.0f}s in {work}") from None
+    if proc.returncode != 0:
+        log_text = (work / "npm-install.log").read_text(errors="replace")
+        raise NodeToolsError(f"{' '.join(argv)} failed (exit {proc.returncode}):\n{_tail(log_text)}")
+    installed = {package: _installed_version(work, package) for package in dependencies}
+    if installed != dependencies:
+        raise NodeToolsError(f"npm installed {installed}, expected {dict(dependencies)}")
+    return time.monotonic() - start
+
+
+def _install(target: Path) -> None:
+    """Install into a temporary sibling of `target`, verify, then rename it to `target`."""
     work = target.with_name(f"{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     work.mkdir(parents=True)
     try:
-        dependencies = _dependencies()
-        package_json = {
-            "name": "gguf-mcp-node-tools",
-            "version": "0.0.0",
-            "private": True,
-            "description": "Pinned tools for the gguf_mcp external MCP checks (generated).",
-            "dependencies": dependencies,
-        }
-        (work / "package.json").write_text(json.dumps(package_json, indent=2) + "\n")
-        argv = [
-            npm,
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--ignore-scripts",
-            "--no-update-notifier",
-            "--before",
-            NPM_BEFORE,
-            "--loglevel",
-            "warn",
-        ]
-        start = time.monotonic()
-        with (work / "npm-install.log").open("w") as log:
-            try:
-                proc = subprocess.run(
-                    argv,
-                    cwd=work,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    timeout=INSTALL_TIMEOUT_S,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                raise NodeToolsError(f"npm install timed out after {INSTALL_TIMEOUT_S:.0f}s in {work}") from None
-        seconds = time.monotonic() - start
-        if proc.returncode != 0:
-            log_text = (work / "npm-install.log").read_text(errors="replace")
-            raise NodeToolsError(f"{' '.join(argv)} failed (exit {proc.returncode}):\n{_tail(log_text)}")
-
-        installed = {name: _installed_version(work, name) for name in dependencies}
-        if installed != dependencies:
-            raise NodeToolsError(f"npm installed {installed}, expected {dependencies}")
+        seconds = npm_install(work, "gguf-mcp-node-tools", _dependencies())
         node = work / "node_modules" / node_platform_package() / "bin" / "node"
         reported = subprocess.run(
             [str(node), "--version"], capture_output=True, text=True, timeout=60, check=False
@@ -447,6 +452,33 @@ def _install(target: Path) -> None:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def ensure_npm_packages(name: str, dependencies: Mapping[str, str]) -> Path:
+    """The ``node_modules`` of `dependencies` (pinned), installed once per machine into
+    ``<cache>/npm-<name>-<hash>/`` by the recipe above (temporary sibling, lock, rename)."""
+    spec = {"layout": LAYOUT, "before": NPM_BEFORE, "dependencies": dict(dependencies)}
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    root = cache_root()
+    target = root / f"npm-{name}-{key}"
+    marker = target / "installed.json"
+    if marker.is_file():
+        return target / "node_modules"
+    with _exclusive_lock(root / f"{target.name}.lock", LOCK_TIMEOUT_S):
+        if not marker.is_file():
+            for stale in root.glob(f"{target.name}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            shutil.rmtree(target, ignore_errors=True)
+            work = target.with_name(f"{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+            work.mkdir(parents=True)
+            try:
+                seconds = npm_install(work, f"gguf-mcp-{name}", dependencies)
+                (work / "installed.json").write_text(json.dumps({**spec, "install_seconds": round(seconds, 1)}) + "\n")
+                os.rename(work, target)
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)
+                raise
+    return target / "node_modules"
 
 
 def ensure_node_tools() -> NodeTools:
