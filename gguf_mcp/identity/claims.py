@@ -15,7 +15,7 @@ from typing import Any
 
 from mcp.server.auth.provider import AccessToken
 
-from gguf_mcp.errors import cut, plain
+from gguf_mcp.bodies import cut, plain
 from gguf_mcp.redaction import MASK
 
 log = logging.getLogger("gguf_mcp.identity")

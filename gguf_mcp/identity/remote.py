@@ -21,7 +21,8 @@ from urllib.parse import quote_plus
 import httpx2
 
 from gguf_mcp import __version__
-from gguf_mcp.errors import GGUFMCPError, cut, plain
+from gguf_mcp.bodies import cut, plain
+from gguf_mcp.errors import GGUFMCPError
 
 log = logging.getLogger("gguf_mcp.identity")
 
