@@ -8,14 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gguf_mcp.tools import INT32, MAX_DEPTH, MAX_MESSAGES, MAX_STOP, MAX_TOOLS, UINT32
 from tests.support.bridge import Bridge
 from tests.support.calls import env_for, text_of
 from tests.support.gateway import Gateway
-
-pytestmark = pytest.mark.anyio
 
 USER = [{"role": "user", "content": "Hi"}]
 

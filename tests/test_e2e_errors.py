@@ -18,8 +18,6 @@ from tests.support.bridge import Bridge
 from tests.support.calls import env_for, text_of
 from tests.support.gateway import Exchange, Fault, Gateway
 
-pytestmark = pytest.mark.anyio
-
 USER = [{"role": "user", "content": "Write forever"}]
 TOKEN = "x" * 1000
 

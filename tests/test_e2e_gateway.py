@@ -15,8 +15,6 @@ from tests.support.calls import env_for, text_of
 from tests.support.gateway import ACCOUNT_KEY, Exchange, Fault, Gateway
 from tests.support.tiny_model import N_CTX
 
-pytestmark = pytest.mark.anyio
-
 USER = [{"role": "user", "content": "Hello there"}]
 WRONG_KEY = "sk-canary-wrong-key-31f0c2d9e8"
 

@@ -21,8 +21,6 @@ from tests.support.calls import text_of
 from tests.support.gateway import ACCOUNT_KEY, Gateway
 from tests.support.netpath import ForwardProxy, TlsFront, self_signed_certificate
 
-pytestmark = pytest.mark.anyio
-
 DEP = "dep-net"
 ROUTE = f"/api/gguf/{DEP}"
 USER = [{"role": "user", "content": "Hello"}]

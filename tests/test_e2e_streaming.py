@@ -17,8 +17,6 @@ from tests.support.calls import Progress, env_for
 from tests.support.gateway import Fault, Gateway
 from tests.support.llama import LlamaServer
 
-pytestmark = pytest.mark.anyio
-
 USER = [{"role": "user", "content": "Hello there"}]
 
 

@@ -18,8 +18,6 @@ from tests.support.bridge import Bridge
 from tests.support.gateway import ACCOUNT_KEY, Gateway
 from tests.support.llama import LLAMA_KEY, LlamaServer, running_llama_server
 
-pytestmark = pytest.mark.anyio
-
 USER = [{"role": "user", "content": "Hello there"}]
 
 

@@ -34,8 +34,6 @@ from tests.support.gateway import ACCOUNT_KEY, Exchange, Fault, Gateway
 from tests.support.llama import LLAMA_KEY, LlamaServer, LlamaServerError, running_llama_server
 from tests.support.proc import child_writing_to
 
-pytestmark = pytest.mark.anyio
-
 USER = [{"role": "user", "content": "Hello there"}]
 MiB = 1024 * 1024
 NGINX_502 = (

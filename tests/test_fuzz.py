@@ -30,8 +30,6 @@ from tests.support.bridge import Bridge
 from tests.support.calls import text_of
 from tests.support.gateway import ACCOUNT_KEY, Gateway, RecordedRequest
 
-pytestmark = pytest.mark.anyio
-
 DEPLOYMENTS = ("main", "spare")
 USER = [{"role": "user", "content": "Hello there"}]
 VALID: dict[str, dict[str, Any]] = {

@@ -16,8 +16,6 @@ from tests.support.gateway import ACCOUNT_KEY, Gateway
 from tests.support.proc import gguf_mcp_child, usage
 from tests.support.soak import cancellation_churn, sequential_calls
 
-pytestmark = pytest.mark.anyio
-
 CALLS = 1000
 CANCELLATIONS = 200
 WARMUP = 100

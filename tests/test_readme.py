@@ -27,8 +27,6 @@ from mcp.client.stdio import stdio_client
 from tests.support.gateway import ACCOUNT_KEY, Gateway
 from tests.support.llama import running_llama_server
 
-pytestmark = pytest.mark.anyio
-
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 INSTALLED = Path(sys.executable).parent / "gguf-mcp"

@@ -19,8 +19,6 @@ import pytest
 from tests.support.bridge import Bridge, Transport, base_env
 from tests.support.gateway import ACCOUNT_KEY, Fault, Gateway, running_gateway
 
-pytestmark = pytest.mark.anyio
-
 USER = [{"role": "user", "content": "a prompt only the deployment may read"}]
 CALLS: list[tuple[str, dict[str, Any]]] = [
     ("list_models", {}),

@@ -10,13 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import pytest
 
 from tests.support.bridge import Bridge
 from tests.support.calls import Progress, env_for, text_of
 from tests.support.gateway import Exchange, Fault, Gateway
-
-pytestmark = pytest.mark.anyio
 
 USER = [{"role": "user", "content": "Hi"}]
 

@@ -31,8 +31,6 @@ from tests.support.proc import cmdline, gguf_mcp_child
 from tests.support.raw_http import not_http, raw_http_server
 from tests.support.upstream import open_upstream
 
-pytestmark = pytest.mark.anyio
-
 USER = [{"role": "user", "content": "Hello there"}]
 SSE = "text/event-stream"
 

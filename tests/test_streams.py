@@ -12,8 +12,6 @@ import pytest
 
 from gguf_mcp.streams import ChatStream, EventTooLarge, MessagesStream, sse_events
 
-pytestmark = pytest.mark.anyio
-
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
     for part in parts:

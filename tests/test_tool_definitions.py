@@ -8,13 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from mcp import Client
 
 from gguf_mcp.config import TOOL_NAMES, load_settings
 from tests.support.upstream import offline_server
 
-pytestmark = pytest.mark.anyio
 README = Path(__file__).resolve().parents[1] / "README.md"
 BUDGET = 4000  # characters of tools/list for all tools; README reports the measured size
 TWO_DEPLOYMENTS = '[deployments.a]\nbase_url = "http://127.0.0.1:9"\n[deployments.b]\nbase_url = "http://127.0.0.1:8"\n'

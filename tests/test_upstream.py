@@ -37,8 +37,6 @@ from gguf_mcp.upstream import MAX_BODY, MAX_EVENT, RetryPolicy, UpstreamClient, 
 from tests.support.raw_http import not_http, raw_http_server
 from tests.support.upstream import open_upstream
 
-pytestmark = pytest.mark.anyio
-
 KEY = "sk-canary-upstream-7f3a9c1e5b"
 BASE = "http://deployment.test/api/gguf/dep"
 BODY = {"model": "local", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
