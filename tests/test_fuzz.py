@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import anyio.to_thread
+import httpx
 import jsonschema
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -26,7 +27,7 @@ from mcp import MCPError
 from mcp.types import CallToolResult
 
 from gguf_mcp.http import MAX_REQUEST_BODY
-from tests.support.bridge import Bridge
+from tests.support.bridge import INITIALIZE, MCP_HEADERS, Bridge, http_server
 from tests.support.calls import text_of
 from tests.support.gateway import ACCOUNT_KEY, Gateway, RecordedRequest
 
@@ -402,6 +403,30 @@ async def test_deeply_nested_arguments_get_an_answer_over_stdio(two_canned: dict
             assert not after.is_error
             return
     pytest.fail("no answer within 3 s")
+
+
+def test_json_nested_deeper_than_the_parser_takes_gets_a_parse_error_over_http(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """What the README promises beside the stdio drop above: over HTTP, 400 with a JSON-RPC parse error,
+    and the session goes on answering."""
+    nested = '"bottom"'
+    for level in range(5000):
+        nested = f'{{"k":{nested}}}' if level % 2 else f"[{nested}]"
+    arguments = f'{{"messages":[{{"role":"user","content":"x"}}],"tools":[{nested}]}}'
+    call = f'{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"chat","arguments":{arguments}}}}}'
+    with http_server(gateway, tmp_path) as server, httpx.Client(timeout=30) as http:
+        opened = http.post(server.url, headers=MCP_HEADERS, json=INITIALIZE)
+        headers = {
+            **MCP_HEADERS,
+            "mcp-session-id": opened.headers["mcp-session-id"],
+            "mcp-protocol-version": "2025-11-25",
+        }
+        refused = http.post(server.url, headers=headers, content=call)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["code"] == -32700
+        ping = http.post(server.url, headers=headers, json={"jsonrpc": "2.0", "id": 3, "method": "ping"})
+        assert ping.status_code == 200 and '"id":3' in ping.text
 
 
 def test_the_protocol_oracle_rejects_what_it_should() -> None:
