@@ -25,14 +25,8 @@ from typing import Any
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
-from mcp.types import (
-    INVALID_PARAMS,
-    CallToolResult,
-    ListResourcesResult,
-    ListToolsResult,
-    TextContent,
-    Tool,
-)
+from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
+from pydantic import BaseModel
 
 from gguf_mcp.clients import MODELS_SCOPE, TOOL_SCOPES, Caller, ClientPolicy
 from gguf_mcp.config import Deployment
@@ -100,15 +94,15 @@ def resource_refusal(caller: Caller, uri: str) -> NotAllowed | None:
     return None
 
 
-def visible_tool(tool: Tool, policy: ClientPolicy) -> Tool:
-    """`tool` as `policy` shows it: its `deployment` enum holding only the deployments it may use."""
-    properties = tool.input_schema.get("properties", {})
+def visible_tool(tool: Mapping[str, Any], policy: ClientPolicy) -> Mapping[str, Any]:
+    """A `tools/list` entry as `policy` shows it: its `deployment` enum holding only the deployments it may use."""
+    schema = tool.get("inputSchema", {})
+    properties = schema.get("properties", {})
     choice = properties.get("deployment")
     if policy.deployments is None or not isinstance(choice, dict):
         return tool
     narrowed = _narrowed(choice, policy.deployments)
-    schema = {**tool.input_schema, "properties": {**properties, "deployment": narrowed}}
-    return tool.model_copy(update={"input_schema": schema})
+    return {**tool, "inputSchema": {**schema, "properties": {**properties, "deployment": narrowed}}}
 
 
 def _narrowed(schema: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
@@ -120,9 +114,18 @@ def _narrowed(schema: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]
     return schema
 
 
-def _resource_visible(uri: str, policy: ClientPolicy) -> bool:
+def _resource_visible(resource: Mapping[str, Any], policy: ClientPolicy) -> bool:
+    uri = str(resource.get("uri", ""))
     name = uri.removeprefix(DEPLOYMENTS_URI + "/") if uri.startswith(DEPLOYMENTS_URI + "/") else None
-    return name is None or policy.allows_deployment(name)
+    return MODELS_SCOPE in policy.scopes and (name is None or policy.allows_deployment(name))
+
+
+def _wire(result: HandlerResult) -> dict[str, Any]:
+    """A handler's result as the wire has it (the SDK's handlers already return it so; a model is dumped
+    as the SDK's runner dumps it)."""
+    if isinstance(result, BaseModel):
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return dict(result or {})
 
 
 Request = ServerRequestContext[Any, Any]
@@ -163,21 +166,14 @@ class CallerPolicy:
         return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
     async def _list_tools(self, ctx: Request, call_next: CallNext, caller: Caller) -> HandlerResult:
-        result = await call_next(ctx)
-        if not isinstance(result, ListToolsResult):
-            return result
+        result = _wire(await call_next(ctx))
         policy = caller.policy
-        tools = [visible_tool(tool, policy) for tool in result.tools if policy.allows_tool(tool.name)]
-        return result.model_copy(update={"tools": tools})
+        tools = [visible_tool(tool, policy) for tool in result.get("tools", ()) if policy.allows_tool(tool["name"])]
+        return {**result, "tools": tools}
 
     async def _list_resources(self, ctx: Request, call_next: CallNext, caller: Caller) -> HandlerResult:
-        result = await call_next(ctx)
-        if not isinstance(result, ListResourcesResult):
-            return result
-        policy = caller.policy
-        shown = MODELS_SCOPE in policy.scopes
-        resources = [r for r in result.resources if shown and _resource_visible(str(r.uri), policy)]
-        return result.model_copy(update={"resources": resources})
+        result = _wire(await call_next(ctx))
+        return {**result, "resources": [r for r in result.get("resources", ()) if _resource_visible(r, caller.policy)]}
 
     async def _read_resource(self, ctx: Request, call_next: CallNext, caller: Caller) -> HandlerResult:
         uri = (ctx.params or {}).get("uri")

@@ -14,10 +14,14 @@ from typing import Any
 
 import httpx2
 import pytest
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from gguf_mcp.config import load_settings
 from gguf_mcp.http import build_app
+from gguf_mcp.http.auth import Challenges, scope_refusal
 from gguf_mcp.identity import IdentifiedToken, IdentityVerifier, identity_for
 from gguf_mcp.state import AppState
 from gguf_mcp.upstream import UpstreamClient
@@ -106,3 +110,50 @@ def test_an_access_token_the_issuer_cannot_check_gets_503_and_is_not_accepted(se
     assert verifier.asked == 1
     # The next request's verdict is its own: no bearer is 401, not the last request's outage.
     assert client.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS).status_code == 401
+
+
+# --- Another route's scope (the /metrics rule): `scope_refusal` ------------------------------------------
+
+
+def request_to(server: tuple[str, int], user: object = None) -> Request:
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/metrics", "headers": [], "server": server}
+    if user is not None:
+        scope["user"] = user
+    return Request(scope)
+
+
+def user_with(*scopes: str) -> AuthenticatedUser:
+    return AuthenticatedUser(AccessToken(token="[redacted]", client_id="ops", scopes=list(scopes)))
+
+
+def test_a_route_needing_a_scope_answers_401_403_or_serves_when_the_server_has_credentials() -> None:
+    environ = {
+        "GGUF_BASE_URL": "http://127.0.0.1:9",
+        "GGUF_MCP_OAUTH_ISSUER": DOWN_ISSUER,
+        "GGUF_MCP_PUBLIC_URL": f"{BASE}/mcp",
+    }
+    settings = load_settings({"transport": "http"}, environ)
+    challenges = Challenges(settings)
+    loopback = ("127.0.0.1", 8000)
+
+    anonymous = scope_refusal(request_to(loopback), "gguf:metrics", challenges, settings)
+    without = scope_refusal(request_to(loopback, user_with("gguf:models")), "gguf:metrics", challenges, settings)
+    allowed = scope_refusal(request_to(loopback, user_with("gguf:metrics")), "gguf:metrics", challenges, settings)
+
+    assert anonymous is not None and anonymous.status_code == 401  # loopback is no credential here
+    assert "resource_metadata=" in anonymous.headers["www-authenticate"]
+    assert without is not None and without.status_code == 403
+    assert (
+        'error="insufficient_scope", error_description="This request needs gguf:metrics; the token has '
+        in (without.headers["www-authenticate"])
+    )
+    assert 'scope="gguf:metrics"' in without.headers["www-authenticate"]
+    assert allowed is None
+
+
+def test_a_route_needing_a_scope_answers_loopback_only_when_the_server_has_no_credentials() -> None:
+    settings = load_settings({"transport": "http"}, {"GGUF_BASE_URL": "http://127.0.0.1:9"})
+    challenges = Challenges(settings)
+    assert scope_refusal(request_to(("127.0.0.1", 8000)), "gguf:metrics", challenges, settings) is None
+    elsewhere = scope_refusal(request_to(("10.1.2.3", 8000)), "gguf:metrics", challenges, settings)
+    assert elsewhere is not None and elsewhere.status_code == 403

@@ -86,7 +86,7 @@ def deployment_not_allowed(client: str, name: str, allowed: Iterable[str]) -> No
 def default_not_allowed(client: str, default: str, allowed: Iterable[str]) -> NotAllowed:
     """A call without `deployment`, whose default the caller may not use."""
     return NotAllowed(
-        f"This call names no deployment, and the default one ({default!r}) is not among client {client!r}'s: "
+        f"This call names no deployment, and the default one ({default!r}) is not one client {client!r} may use: "
         f"name one of {_names(allowed)} in `deployment`. {_NOTHING_SENT}"
     )
 

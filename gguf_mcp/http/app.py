@@ -26,7 +26,7 @@ from gguf_mcp.http.connections import GuardedH11Protocol, guarding_connections
 from gguf_mcp.http.gate import MCP_PATH, ClientGoneFilter, RequestIds, Verdict, guard_routes
 from gguf_mcp.http.hosts import SDK_HOST_CHECK_OFF, HostRules
 from gguf_mcp.http.readiness import Readiness, healthz
-from gguf_mcp.http.reloading import reload_on_sighup
+from gguf_mcp.http.reloading import hangups_ignored, reload_on_sighup
 from gguf_mcp.identity import IdentityVerifier, identity_for
 from gguf_mcp.logs import announce, configure_logging
 from gguf_mcp.server import build_server
@@ -113,6 +113,7 @@ def create_app() -> ASGIApp:
     Settings come from the environment, exactly as for `gguf-mcp` (the transport is http).
     uvicorn's own flags set the bind address, port and shutdown bound; see README.
     """
+    hangups_ignored()
     try:
         settings = load_settings({"transport": "http"}, os.environ)
         http, upstream = upstream_client(settings)
@@ -167,6 +168,7 @@ class _AnnouncingServer(uvicorn.Server):
 async def serve_http(state: AppState) -> None:
     """`gguf-mcp --transport http`: one process; SIGTERM lets calls finish for up to SHUTDOWN_GRACE_S."""
     settings = state.settings
+    hangups_ignored()
     config = uvicorn.Config(
         build_app(state),
         host=settings.host,

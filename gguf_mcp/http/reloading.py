@@ -2,6 +2,7 @@
 
 `reload_on_sighup` runs for the app's lifetime in each process (`gguf-mcp --transport http`, or
 each uvicorn worker: uvicorn's supervisor restarts its workers on SIGHUP, so signal the workers).
+Until it runs, `hangups_ignored` keeps an early SIGHUP from killing the process (its default).
 `reload_clients_of` builds a new directory and assigns it in one statement (gguf_mcp.identity):
 a removed client's next request gets 401, every other session and call in flight carries on.
 A file that no longer loads keeps the clients loaded before, in one log line.
@@ -22,6 +23,13 @@ from gguf_mcp.logs import announce
 from gguf_mcp.state import AppState
 
 log = logging.getLogger(__name__)
+
+
+def hangups_ignored() -> None:
+    """Ignore SIGHUP until `reload_on_sighup` handles it: a worker still starting would die of it."""
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(hangup, signal.SIG_IGN)
 
 
 async def reload_on_sighup(state: AppState, identity: IdentityVerifier) -> None:
