@@ -10,9 +10,9 @@ against what reached the deployments (the gateway's request log): nothing.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -34,9 +34,12 @@ from tests.support.bridge import (
     MCP_HEADERS,
     ROOT,
     ServerProcess,
+    base_env,
     connect_http,
+    free_port,
     gguf_mcp_argv,
     http_server,
+    serving,
     uvicorn_workers_argv,
 )
 from tests.support.calls import text_of
@@ -52,6 +55,7 @@ from tests.support.oidc import (
     tampered,
     unsigned,
 )
+from tests.support.readme import code_after
 
 STATIC = "static-canary-token-6d2f0b9a4c8e13570aa1"
 """GGUF_MCP_AUTH_TOKEN: the client `default`, every tool and scope."""
@@ -462,12 +466,11 @@ token_sha256 = "{hash_token(BOB)}"
 """
 
 
-def wait_for_line(server: ServerProcess, text: str, count: int = 1, timeout: float = 30) -> None:
-    """Until `text` shows `count` times in the server's stderr (the server says it reloaded)."""
-    deadline = time.monotonic() + timeout
-    while server.stderr().count(text) < count:
-        assert time.monotonic() < deadline, f"no {text!r} ({count}) in: {server.stderr()[-2000:]}"
-        time.sleep(0.05)  # polling a subprocess's log file: there is no event to wait on
+def hang_up_as_the_readme_says(which: str, pid: int) -> None:
+    """Run the README's SIGHUP command for `which` ("gguf-mcp" or "uvicorn"), for the process `pid`."""
+    commands = [code_after("**Revoking a client without a restart.**", skip)[1].strip() for skip in (0, 1)]
+    (command,) = [c for c in commands if f"<pid of {which}>" in c]
+    subprocess.run(["/bin/bash", "-c", command.replace(f"<pid of {which}>", str(pid))], check=True, timeout=10)
 
 
 @pytest.fixture
@@ -495,8 +498,8 @@ async def test_sighup_revokes_a_removed_client_and_keeps_the_others_sessions(
         assert not (await bob.call_tool("chat", EVERY_TOOL["chat"])).is_error
 
         write_config(config, gw, BOB_ONLY)
-        os.kill(server.process.pid, signal.SIGHUP)
-        wait_for_line(server, "SIGHUP: clients read again")
+        hang_up_as_the_readme_says("gguf-mcp", server.process.pid)
+        server.wait_for_log("SIGHUP: clients read again")
         upstream = Upstream(gw)
         with pytest.raises(MCPError) as revoked:
             await alice.call_tool("chat", EVERY_TOOL["chat"])
@@ -504,8 +507,8 @@ async def test_sighup_revokes_a_removed_client_and_keeps_the_others_sessions(
         kept = await bob.call_tool("chat", EVERY_TOOL["chat"])
 
         config.write_text("[clients.broken\n")
-        os.kill(server.process.pid, signal.SIGHUP)
-        wait_for_line(server, "the clients were not reloaded")
+        hang_up_as_the_readme_says("gguf-mcp", server.process.pid)
+        server.wait_for_log("the clients were not reloaded")
         still = await bob.call_tool("chat", EVERY_TOOL["chat"])
         assert bob.session is bobs_session
 
@@ -551,10 +554,42 @@ def test_each_uvicorn_worker_reloads_the_clients_on_its_own_sighup(gw: Gateway, 
         assert len(workers) == 2
         wait_until_reloadable(workers)  # /healthz answered from one; the other may still be starting
         write_config(config, gw, BOB_ONLY)
-        for pid in workers:
-            os.kill(pid, signal.SIGHUP)
-        wait_for_line(server, "SIGHUP: clients read again", count=2)
+        hang_up_as_the_readme_says("uvicorn", server.process.pid)
+        server.wait_for_log("SIGHUP: clients read again", count=2)
         answers = [(_initialize(server, ALICE).status_code, _initialize(server, BOB).status_code) for _ in range(8)]
         assert worker_pids(server.process.pid) == workers  # reloaded in place, not restarted
 
     assert answers == [(401, 200)] * 8
+
+
+# --- The README's OAuth snippet, as written -------------------------------------------------------------
+
+
+async def test_the_readmes_oauth_snippet_serves_its_metadata_and_takes_the_issuers_tokens(
+    oidc_server: AuthorizationServer, gw: Gateway, tmp_path: Path
+) -> None:
+    _, text = code_after("### OAuth: sign-in through your identity provider")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    script = text
+    for placeholder, value in (
+        ("https://login.example.com/realms/team", oidc_server.issuer),
+        ("https://mcp.example.com/mcp", url),
+        ("--host 0.0.0.0", "--host 127.0.0.1"),  # the suite stays on loopback
+        ("--port 8000", f"--port {port}"),
+        ("GGUF_DEPLOYMENT_ID=your-deployment-id", f"GGUF_BASE_URL={gw.base_url_for('alpha')}"),
+        (".venv/bin/gguf-mcp", str(Path(sys.executable).parent / "gguf-mcp")),
+    ):
+        assert placeholder in script, placeholder
+        script = script.replace(placeholder, value)
+    env = base_env() | {"MODELSLAB_API_KEY": ACCOUNT_KEY}
+    with serving(["/bin/bash", "-c", script], port, env, tmp_path / "stderr") as server:
+        async with httpx.AsyncClient(timeout=10) as http:
+            refused = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
+            metadata = (await http.get(f"{server.root}/.well-known/oauth-protected-resource/mcp")).json()
+        async with connect_http(url, await oidc_server.client_credentials_token(url)) as client:
+            tools = [tool.name for tool in (await client.list_tools()).tools]
+
+    assert refused.status_code == 401 and "resource_metadata=" in refused.headers["www-authenticate"]
+    assert (metadata["resource"], metadata["authorization_servers"]) == (url, [oidc_server.issuer])
+    assert tools == list(EVERY_TOOL)
