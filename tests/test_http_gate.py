@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 
 from gguf_mcp.config import load_settings
 from gguf_mcp.http import build_app
-from gguf_mcp.http.auth import Challenges, scope_refusal
+from gguf_mcp.http.auth import scope_refusal
 from gguf_mcp.identity import IdentifiedToken, IdentityVerifier, identity_for
 from gguf_mcp.state import AppState
 from gguf_mcp.upstream import UpstreamClient
@@ -38,10 +38,15 @@ class CountingVerifier(IdentityVerifier):
     """The server's verifier, counting what it is asked."""
 
     asked = 0
+    closed = False
 
     async def verify_token(self, token: str) -> IdentifiedToken | None:
         self.asked += 1
         return await super().verify_token(token)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await super().aclose()
 
 
 @pytest.fixture
@@ -76,6 +81,13 @@ def test_the_sdk_verifies_the_token_once_per_request_and_nothing_else_does(serve
     assert verifier.asked == 3
     assert client.get("/mcp").status_code == 401  # no bearer: nothing to ask
     assert verifier.asked == 3
+
+
+def test_the_identity_checks_http_client_is_closed_when_the_app_shuts_down(serve: Any) -> None:
+    client, verifier = serve(GGUF_MCP_OAUTH_ISSUER=DOWN_ISSUER, GGUF_MCP_PUBLIC_URL=f"{BASE}/mcp")
+    assert not verifier.closed
+    client.__exit__(None, None, None)  # the lifespan's end (the fixture's second exit does nothing more)
+    assert verifier.closed
 
 
 def test_with_an_issuer_every_401_names_the_metadata_which_lists_the_scopes(serve: Any) -> None:
@@ -133,12 +145,11 @@ def test_a_route_needing_a_scope_answers_401_403_or_serves_when_the_server_has_c
         "GGUF_MCP_PUBLIC_URL": f"{BASE}/mcp",
     }
     settings = load_settings({"transport": "http"}, environ)
-    challenges = Challenges(settings)
     loopback = ("127.0.0.1", 8000)
 
-    anonymous = scope_refusal(request_to(loopback), "gguf:metrics", challenges, settings)
-    without = scope_refusal(request_to(loopback, user_with("gguf:models")), "gguf:metrics", challenges, settings)
-    allowed = scope_refusal(request_to(loopback, user_with("gguf:metrics")), "gguf:metrics", challenges, settings)
+    anonymous = scope_refusal(request_to(loopback), "gguf:metrics", settings)
+    without = scope_refusal(request_to(loopback, user_with("gguf:models")), "gguf:metrics", settings)
+    allowed = scope_refusal(request_to(loopback, user_with("gguf:metrics")), "gguf:metrics", settings)
 
     assert anonymous is not None and anonymous.status_code == 401  # loopback is no credential here
     assert "resource_metadata=" in anonymous.headers["www-authenticate"]
@@ -153,7 +164,6 @@ def test_a_route_needing_a_scope_answers_401_403_or_serves_when_the_server_has_c
 
 def test_a_route_needing_a_scope_answers_loopback_only_when_the_server_has_no_credentials() -> None:
     settings = load_settings({"transport": "http"}, {"GGUF_BASE_URL": "http://127.0.0.1:9"})
-    challenges = Challenges(settings)
-    assert scope_refusal(request_to(("127.0.0.1", 8000)), "gguf:metrics", challenges, settings) is None
-    elsewhere = scope_refusal(request_to(("10.1.2.3", 8000)), "gguf:metrics", challenges, settings)
+    assert scope_refusal(request_to(("127.0.0.1", 8000)), "gguf:metrics", settings) is None
+    elsewhere = scope_refusal(request_to(("10.1.2.3", 8000)), "gguf:metrics", settings)
     assert elsewhere is not None and elsewhere.status_code == 403

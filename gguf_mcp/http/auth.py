@@ -192,12 +192,14 @@ class RequireSomeScope:
         await self._app(scope, receive, send)
 
 
-def scope_refusal(request: Request, scope: str, challenges: Challenges, settings: Settings) -> Response | None:
+def scope_refusal(request: Request, scope: str, settings: Settings) -> Response | None:
     """The answer for a request to a route that needs `scope` (e.g. `/metrics`: gguf:metrics); None: serve it.
 
     A server with credentials: 401 without a valid bearer (503 when the issuer could not be asked),
     403 `insufficient_scope` for a caller without the scope. A server without any: loopback only.
+    The route must be the SDK app's (`MCPServer.custom_route`), whose middleware verifies the bearer.
     """
+    challenges = Challenges(settings)
     if not settings.auth_required:
         if arrived_on_loopback(request.scope):
             return None
