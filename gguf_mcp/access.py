@@ -64,9 +64,11 @@ def tool_refusal(state: AppState, caller: Caller, tool: str, arguments: Mapping[
     """Why `caller` may not make this call (None: it may): the tool first, then the deployment."""
     policy = caller.policy
     scope = TOOL_SCOPES.get(tool)
-    if scope is not None and scope not in policy.scopes:
+    if scope is None:
+        return None  # not one of gguf-mcp's tools: the SDK answers "Unknown tool"
+    if scope not in policy.scopes:
         return scope_missing(caller.name, f"tool {tool}", scope, policy.scopes)
-    if policy.tools is not None and tool not in policy.tools and tool in TOOL_SCOPES:
+    if policy.tools is not None and tool not in policy.tools:
         return tool_not_listed(caller.name, tool, policy.tools)
     return _deployment_refusal(state, caller, tool, arguments.get("deployment"))
 
@@ -88,10 +90,16 @@ def resource_refusal(caller: Caller, uri: str) -> NotAllowed | None:
     policy = caller.policy
     if MODELS_SCOPE not in policy.scopes:
         return scope_missing(caller.name, f"resource {uri}", MODELS_SCOPE, policy.scopes)
-    name = uri.removeprefix(DEPLOYMENTS_URI + "/") if uri.startswith(DEPLOYMENTS_URI + "/") else None
+    name = _deployment_of(uri)
     if name is not None and not policy.allows_deployment(name):
         return deployment_not_allowed(caller.name, name, policy.deployments or ())
     return None
+
+
+def _deployment_of(uri: str) -> str | None:
+    """The deployment a resource URI names (`gguf://deployments/<name>`); None for the list of them."""
+    prefix = DEPLOYMENTS_URI + "/"
+    return uri.removeprefix(prefix) if uri.startswith(prefix) else None
 
 
 def visible_tool(tool: Mapping[str, Any], policy: ClientPolicy) -> Mapping[str, Any]:
@@ -115,8 +123,7 @@ def _narrowed(schema: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]
 
 
 def _resource_visible(resource: Mapping[str, Any], policy: ClientPolicy) -> bool:
-    uri = str(resource.get("uri", ""))
-    name = uri.removeprefix(DEPLOYMENTS_URI + "/") if uri.startswith(DEPLOYMENTS_URI + "/") else None
+    name = _deployment_of(str(resource.get("uri", "")))
     return MODELS_SCOPE in policy.scopes and (name is None or policy.allows_deployment(name))
 
 

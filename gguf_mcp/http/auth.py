@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gguf_mcp.clients import SCOPES, USE_SCOPES
+from gguf_mcp.clients import DEFAULT_CLIENT, SCOPES, USE_SCOPES
 from gguf_mcp.config import OPTION_BY_DEST, Settings
 from gguf_mcp.http.hosts import arrived_on_loopback
 from gguf_mcp.identity import IdentityVerifier, caller_of, issuer_outage
@@ -129,7 +129,7 @@ def missing_token_hint(settings: Settings) -> str:
     accepted = []
     if settings.auth_token is not None:
         accepted.append(f"<{OPTION_BY_DEST['auth_token'].env}>, the token this server was given")
-    if any(c.token_sha256 for name, c in settings.clients.items() if name != "default"):
+    if any(c.token_sha256 for name, c in settings.clients.items() if name != DEFAULT_CLIENT):
         accepted.append("<your client token> (from `gguf-mcp token new NAME`)")
     if settings.oauth_issuer is not None:
         accepted.append(
