@@ -175,6 +175,7 @@ def _broken_pipe(exc: BaseException) -> bool:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import anyio
 
+    from gguf_mcp.identity import identity_for
     from gguf_mcp.server import build_server
     from gguf_mcp.state import AppState
     from gguf_mcp.upstream import upstream_client
@@ -183,7 +184,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         async with http:
-            state = AppState(settings, upstream)
+            state = AppState(settings, upstream, identity_for(settings))
             if settings.transport == "http":
                 from gguf_mcp.http import serve_http
 

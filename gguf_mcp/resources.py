@@ -1,6 +1,7 @@
 """MCP resources: the configured deployments and the model each serves, for clients that browse.
 
-`gguf://deployments` lists them all; `gguf://deployments/<name>` is one. Reading queries the
+`gguf://deployments` lists those the caller may use; `gguf://deployments/<name>` is one (the
+caller's policy, `gguf_mcp.access`, hides and refuses the others). Reading queries the
 deployment's `/v1/models` live, through the same health check the tools use.
 """
 
@@ -10,6 +11,8 @@ from collections.abc import Callable
 
 from mcp.server.mcpserver.resources import FunctionResource, Resource
 
+from gguf_mcp.access import DEPLOYMENTS_URI, current_caller, deployments_for
+from gguf_mcp.config import Deployment
 from gguf_mcp.health import ModelsResult, query_models
 from gguf_mcp.state import AppState
 
@@ -19,32 +22,35 @@ JSON = "application/json"
 def build_resources(state: AppState) -> list[Resource]:
     settings = state.settings
 
-    def reader(names: list[str]) -> Callable[[], object]:
+    def reader(deployments: Callable[[], list[Deployment]]) -> Callable[[], object]:
         async def read() -> str:
-            targets = [settings.deployments[n] for n in names]
-            found = await query_models(state.upstream, targets, settings.default_deployment)
+            found = await query_models(state.upstream, deployments(), settings.default_deployment)
             return ModelsResult(deployments=found).model_dump_json(indent=2, exclude_none=True)
 
         return read
 
     resources: list[Resource] = [
         FunctionResource(
-            uri="gguf://deployments",
+            uri=DEPLOYMENTS_URI,
             name="deployments",
-            description="Every configured deployment and the model it serves.",
+            description="Every deployment you may use and the model it serves.",
             mime_type=JSON,
-            fn=reader(list(settings.deployments)),
+            fn=reader(lambda: deployments_for(state, current_caller(state))),
         )
     ]
     for name, dep in settings.deployments.items():
         default = " (default)" if name == settings.default_deployment else ""
         resources.append(
             FunctionResource(
-                uri=f"gguf://deployments/{name}",
+                uri=f"{DEPLOYMENTS_URI}/{name}",
                 name=f"deployment {name}",
                 description=(dep.description or f"Deployment {name}") + default,
                 mime_type=JSON,
-                fn=reader([name]),
+                fn=reader(_fixed([dep])),
             )
         )
     return resources
+
+
+def _fixed(deployments: list[Deployment]) -> Callable[[], list[Deployment]]:
+    return lambda: deployments

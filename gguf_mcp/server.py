@@ -1,7 +1,8 @@
 """The MCP server: tools and resources over one upstream client, whatever the transport.
 
-`build_server` makes the `MCPServer`; its lifespan hands every call the `AppState`. The CLI
-picks the transport (the SDK's own stdio, or `gguf_mcp.http`); this module knows neither.
+`build_server` makes the `MCPServer`; its lifespan hands every call the `AppState`, and its
+middleware applies each caller's policy (`gguf_mcp.access`) before any tool or resource runs.
+The CLI picks the transport (the SDK's own stdio, or `gguf_mcp.http`); this module knows neither.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 
 from gguf_mcp import __version__
+from gguf_mcp.access import CallerPolicy
 from gguf_mcp.resources import build_resources
 from gguf_mcp.state import AppState
 from gguf_mcp.tools import build_tools
@@ -48,4 +50,5 @@ def build_server(
         log_level=state.settings.log_level,
         token_verifier=token_verifier,
         auth=auth,
+        middleware=[CallerPolicy(state)],
     )

@@ -16,6 +16,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
+from gguf_mcp.access import current_caller, deployments_for
 from gguf_mcp.config import Settings
 from gguf_mcp.dialects import (
     ANTHROPIC_MESSAGES,
@@ -185,7 +186,7 @@ class GGUFTool(Tool):
 async def list_models(ctx: Ctx, deployment: DeploymentArg = None) -> Annotated[CallToolResult, ModelsResult]:
     """The deployments and their models (id, context size, metadata)."""
     state = ctx.request_context.lifespan_context
-    targets = [state.deployment(deployment)] if deployment else list(state.settings.deployments.values())
+    targets = [state.deployment(deployment)] if deployment else deployments_for(state, current_caller(state))
     found = await query_models(state.upstream, targets, state.settings.default_deployment)
     lines = []
     for d in found:

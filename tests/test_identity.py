@@ -8,10 +8,6 @@ checks the reason logged, so a token refused for the wrong reason fails its test
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import logging
 import socket
 import time
@@ -24,14 +20,13 @@ import httpx2
 import jwt
 import pytest
 import uvicorn
-from cryptography.hazmat.primitives import serialization
 from mcp.client import Client as MCPClient
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientMetadata
 from pydantic import AnyUrl, SecretStr
 
 from gguf_mcp.clients import DEFAULT_CLIENT, SCOPES, USE_SCOPES, Caller, Client, ClientPolicy, hash_token
@@ -47,7 +42,17 @@ from gguf_mcp.identity.introspection import CACHE_S
 from gguf_mcp.identity.keys import MAX_AGE_S, REFRESH_INTERVAL_S, RETRY_S
 from gguf_mcp.identity.remote import OUTAGE_LOG_INTERVAL_S
 from tests.support.bridge import free_port
-from tests.support.oidc import AuthorizationServer, SigningKey, rsa_key, start_oidc_server
+from tests.support.oidc import (
+    AuthorizationServer,
+    MemoryStorage,
+    SigningKey,
+    claims_of,
+    hs256_with_public_key,
+    rsa_key,
+    start_oidc_server,
+    tampered,
+    unsigned,
+)
 
 RESOURCE = "http://127.0.0.1:8000/mcp"
 """This server's public URL in these tests (GGUF_MCP_PUBLIC_URL): the audience tokens must name."""
@@ -94,18 +99,6 @@ def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unsigned(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
-    return ".".join((b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), b64(signature)))
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    return dict(jwt.decode(token, options={"verify_signature": False}))
 
 
 # --- Accepted tokens -------------------------------------------------------------------------------
@@ -205,25 +198,6 @@ async def test_a_token_from_an_issuer_clock_up_to_a_minute_ahead_is_accepted(
 Forger = Callable[[AuthorizationServer], Any]
 
 
-def _hs256_with_public_key(server: AuthorizationServer) -> str:
-    """The classic confusion: HMAC keyed with the issuer's public key, which anyone can fetch."""
-    pem = server.key.private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    header = {"alg": "HS256", "typ": "at+jwt", "kid": server.key.kid}
-    body = claims_of(server.mint(RESOURCE))
-    signing_input = unsigned(header, body).rsplit(".", 1)[0]
-    return signing_input + "." + b64(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())
-
-
-def _tampered(server: AuthorizationServer) -> str:
-    """A genuine token whose payload gained a scope; the signature is the original one."""
-    header, payload, signature = server.mint(RESOURCE, scope="gguf:models").split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    claims["scope"] = "gguf:models gguf:metrics"
-    return ".".join((header, b64(json.dumps(claims).encode()), signature))
-
-
 def _wrong_key_type(server: AuthorizationServer) -> str:
     """Signed by the EC key but naming the RSA key's kid: the key must fit the algorithm."""
     return server.keys[1].sign(claims_of(server.mint(RESOURCE)), {"kid": server.key.kid})
@@ -243,7 +217,10 @@ REFUSALS: dict[str, tuple[Forger, str]] = {
         lambda s: unsigned({"alg": "none", "typ": "at+jwt", "kid": s.key.kid}, claims_of(s.mint(RESOURCE))),
         "algorithm 'none' is not one of",
     ),
-    "HS256 signed with the public key": (_hs256_with_public_key, "algorithm 'HS256' is not one of"),
+    "HS256 signed with the public key": (
+        lambda s: hs256_with_public_key(s, RESOURCE),
+        "algorithm 'HS256' is not one of",
+    ),
     "unknown kid": (lambda s: s.mint(RESOURCE, key=rsa_key("not-the-issuers")), "no key with kid 'not-the-issuers'"),
     "key of the issuer, signed by another": (
         lambda s: rsa_key(s.key.kid).sign(claims_of(s.mint(RESOURCE))),
@@ -254,7 +231,7 @@ REFUSALS: dict[str, tuple[Forger, str]] = {
         lambda s: SigningKey("rs-pinned", "PS256", s.keys[2].private).sign(claims_of(s.mint(RESOURCE))),
         "not the one its key is published for",
     ),
-    "tampered payload": (_tampered, "signature does not verify"),
+    "tampered payload": (lambda s: tampered(s, RESOURCE), "signature does not verify"),
     "no exp": (lambda s: s.mint(RESOURCE, exp=None), "lacks a required claim"),
     "no client": (lambda s: s.mint(RESOURCE, client_id=None), "names no client"),
     "an ID token's type": (lambda s: s.mint(RESOURCE, headers={"typ": "logout+jwt"}), "type 'logout+jwt'"),
@@ -719,26 +696,6 @@ async def test_a_users_table_wins_over_their_apps_table(
     identity.directory = directory(app)
     again = await identity.verify_token(token)
     assert again is not None and again.caller.name == "app"
-
-
-class MemoryStorage:
-    """The official client's token storage, in memory."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 async def test_the_official_clients_oauth_flow_reaches_a_tool_as_its_caller(oidc_server: AuthorizationServer) -> None:

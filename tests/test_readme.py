@@ -26,9 +26,9 @@ from mcp.client.stdio import stdio_client
 
 from tests.support.gateway import ACCOUNT_KEY, Gateway
 from tests.support.llama import running_llama_server
+from tests.support.readme import README, code_after
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
 INSTALLED = Path(sys.executable).parent / "gguf-mcp"
 DESKTOP_PATH = "/usr/bin:/bin"  # what a desktop app gives the servers it spawns, not the user's shell PATH
 PLACEHOLDER_COMMAND = "/absolute/path/to/.venv/bin/gguf-mcp"
@@ -46,15 +46,6 @@ class ServerEntry:
     command: str
     args: list[str]
     env: dict[str, str]
-
-
-def code_after(marker: str) -> tuple[str, str]:
-    """The first fenced block after `marker` in the README: (language, text)."""
-    text = README.read_text()
-    start = text.index(marker)
-    block = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL).search(text, start)
-    assert block is not None, f"no code block after {marker!r}"
-    return block.group(1), block.group(2)
 
 
 def snippet(title: str) -> tuple[str, str]:

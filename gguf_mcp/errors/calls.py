@@ -1,14 +1,16 @@
-"""What a tool call itself did wrong, or was refused: invalid arguments, a client's limits, a full deployment."""
+"""What a tool call itself did wrong, or was refused: invalid arguments, what a client may use, its limits,
+a full deployment."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import ValidationError
 
 from gguf_mcp.bodies import cut, plain
-from gguf_mcp.errors.family import ClientLimitReached, ConfigError, UpstreamBusy
+from gguf_mcp.errors.family import MAX_NAME, ClientLimitReached, ConfigError, NotAllowed, UpstreamBusy
 
 
 def invalid_arguments(tool: str, error: ValidationError, schema: dict[str, Any]) -> str:
@@ -47,6 +49,46 @@ def _bounds(schema: dict[str, Any]) -> str:
     else:
         span = f" above {low}" if "exclusiveMinimum" in schema else f" of at least {low}"
     return span + (f" (at most {schema['maxItems']} items)" if "maxItems" in schema else "")
+
+
+# --- What a client may use: its scopes, tools and deployments (`[clients.<name>]`, OAuth scopes) ---
+
+_NOTHING_SENT = "Nothing was sent."
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def scope_missing(client: str, what: str, scope: str, granted: Iterable[str]) -> NotAllowed:
+    """`what` ("tool chat", "resource gguf://deployments") needs `scope`, which the caller lacks."""
+    return NotAllowed(
+        f"Client {client!r} may not use {what}: it needs the scope {scope}, and this client has {_names(granted)}. "
+        f"{_NOTHING_SENT} An OAuth client signs in again asking for {scope}; a named client's table lists it in "
+        "`scopes`."
+    )
+
+
+def tool_not_listed(client: str, tool: str, tools: Iterable[str]) -> NotAllowed:
+    return NotAllowed(
+        f"Client {client!r} may not call {tool}: its tools are {_names(tools)} (`tools` in [clients.{client}]). "
+        f"{_NOTHING_SENT}"
+    )
+
+
+def deployment_not_allowed(client: str, name: str, allowed: Iterable[str]) -> NotAllowed:
+    return NotAllowed(
+        f"Client {client!r} may not use deployment {cut(name, MAX_NAME)!r}. Its deployments: {_names(allowed)}. "
+        f"{_NOTHING_SENT}"
+    )
+
+
+def default_not_allowed(client: str, default: str, allowed: Iterable[str]) -> NotAllowed:
+    """A call without `deployment`, whose default the caller may not use."""
+    return NotAllowed(
+        f"This call names no deployment, and the default one ({default!r}) is not one client {client!r} may use: "
+        f"name one of {_names(allowed)} in `deployment`. {_NOTHING_SENT}"
+    )
 
 
 # --- Fair share: a deployment's slots, a client's limits --------------------------------------

@@ -156,6 +156,11 @@ class ClientLimitReached(GGUFMCPError, label="limit reached"):
         self.limit, self.value, self.resets_at = limit, value, resets_at
 
 
+class NotAllowed(GGUFMCPError, label="not allowed"):
+    """The caller's policy (its scopes, or its table's `tools` or `deployments`) refused the call
+    before anything was sent."""
+
+
 def secret_flag_refused(flag: str, env: str, file_flag: str) -> ConfigError:
     """A secret given as a flag (visible in process listings); the message never echoes it."""
     return ConfigError(

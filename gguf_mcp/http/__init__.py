@@ -5,7 +5,10 @@ One owner per check. The rooms, outermost first:
   open connections (`GuardedH11Protocol`, uvicorn's HTTP/1.1 protocol plus those guards);
 - `gate`: a request id on every request, then each route's own checks (Host and Origin, parsed
   by `hosts`, the only such check; a server without a token answers loopback only; `/mcp`'s 405);
-- `auth`: the clients' bearer token, which the SDK alone checks (`token_verifier`);
+- `auth`: the clients' credentials, which the SDK alone checks (`token_verifier`: gguf_mcp.identity),
+  and how its refusals read (401, 503 while the issuer cannot be asked, 403 `insufficient_scope`;
+  `scope_refusal` for a route that needs one scope, such as `/metrics`);
+- `reloading`: SIGHUP reads the clients again;
 - `readiness`: `/healthz` and `/readyz`;
 - `app`: the app itself (the SDK's, with our routes added), and how it runs: `serve_http` for
   `gguf-mcp --transport http`, and `create_app` for `uvicorn --factory gguf_mcp.http:create_app`.

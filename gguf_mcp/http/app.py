@@ -7,7 +7,9 @@ import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
+import anyio
 import httpx2
 import uvicorn
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
@@ -19,12 +21,14 @@ from uvicorn.config import STARTUP_FAILURE
 
 from gguf_mcp.config import Settings, load_settings
 from gguf_mcp.errors import ConfigError, report_config_error
-from gguf_mcp.http.auth import client_auth
+from gguf_mcp.http.auth import Challenges, client_auth, with_scopes_published
 from gguf_mcp.http.connections import GuardedH11Protocol, guarding_connections
-from gguf_mcp.http.gate import MCP_PATH, ClientGoneFilter, RequestIds, guard_routes
+from gguf_mcp.http.gate import MCP_PATH, ClientGoneFilter, RequestIds, Verdict, guard_routes
 from gguf_mcp.http.hosts import SDK_HOST_CHECK_OFF, HostRules
 from gguf_mcp.http.readiness import Readiness, healthz
-from gguf_mcp.logs import configure_logging
+from gguf_mcp.http.reloading import hangups_ignored, reload_on_sighup
+from gguf_mcp.identity import IdentityVerifier, identity_for
+from gguf_mcp.logs import announce, configure_logging
 from gguf_mcp.server import build_server
 from gguf_mcp.state import AppState
 from gguf_mcp.upstream import upstream_client
@@ -43,9 +47,12 @@ def build_app(state: AppState) -> ASGIApp:
     """The whole HTTP app over `state` (build one per process).
 
     One app, the SDK's: its `/mcp` (and, with OAuth settings, its protected resource metadata),
-    plus the routes in `_routes`, each with its checks attached (gate.py).
+    plus the routes in `_probes`, each with its checks attached (gate.py). Its lifespan reloads the
+    clients on SIGHUP and closes the identity checks' HTTP client at the end.
     """
     settings = state.settings
+    identity = state.identity or identity_for(settings)
+    state = replace(state, identity=identity)
     # sse-starlette ends every open event stream the moment uvicorn is asked to exit, which would
     # cut calls in flight. Ours end with their call (GET streams are refused), so let them finish;
     # uvicorn's graceful-shutdown bound still ends whatever outlives it.
@@ -53,7 +60,7 @@ def build_app(state: AppState) -> ASGIApp:
     sdk_transport_log = logging.getLogger("mcp.server.streamable_http")
     if not any(isinstance(f, ClientGoneFilter) for f in sdk_transport_log.filters):
         sdk_transport_log.addFilter(ClientGoneFilter())
-    token_verifier, auth = client_auth(settings)
+    token_verifier, auth = client_auth(settings, identity)
     server = build_server(state, token_verifier=token_verifier, auth=auth)
     probes = _probes(state)
     for path, endpoint in probes.items():
@@ -69,8 +76,30 @@ def build_app(state: AppState) -> ASGIApp:
         transport_security=SDK_HOST_CHECK_OFF,
         host=settings.host,
     )
-    guard_routes(app, HostRules(settings), probes, ("POST",) if settings.stateless else ("POST", "DELETE"))
-    return RequestIds(guarding_connections(app, settings))
+    with_scopes_published(app, auth)
+    methods = ("POST",) if settings.stateless else ("POST", "DELETE")
+    guard_routes(app, HostRules(settings), probes, methods, Verdict(Challenges(settings), identity))
+    return RequestIds(guarding_connections(_reloading(app, state, identity), settings))
+
+
+def _reloading(app: ASGIApp, state: AppState, identity: IdentityVerifier) -> ASGIApp:
+    """`app`, reloading the clients on SIGHUP while it runs and closing `identity`'s HTTP client after."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(reload_on_sighup, state, identity)
+                try:
+                    await app(scope, receive, send)
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            await identity.aclose()
+
+    return wrapped
 
 
 def _probes(state: AppState) -> dict[str, Endpoint]:
@@ -84,6 +113,7 @@ def create_app() -> ASGIApp:
     Settings come from the environment, exactly as for `gguf-mcp` (the transport is http).
     uvicorn's own flags set the bind address, port and shutdown bound; see README.
     """
+    hangups_ignored()
     try:
         settings = load_settings({"transport": "http"}, os.environ)
         http, upstream = upstream_client(settings)
@@ -92,7 +122,7 @@ def create_app() -> ASGIApp:
         # uvicorn's "failed to start" code: its supervisor then stops instead of restarting workers.
         raise SystemExit(STARTUP_FAILURE) from None
     configure_logging(settings)
-    return _closing(build_app(AppState(settings, upstream)), http)
+    return _closing(build_app(AppState(settings, upstream, identity_for(settings))), http)
 
 
 def _closing(app: ASGIApp, http: httpx2.AsyncClient) -> ASGIApp:
@@ -108,16 +138,6 @@ def _closing(app: ASGIApp, http: httpx2.AsyncClient) -> ASGIApp:
     return wrapped
 
 
-def _announce(message: str, *args: object) -> None:
-    """An INFO record that also shows at the default level (warning): a start and a stop are worth one line.
-
-    `Logger.handle` skips the level check but not the handlers' redaction and format; at `error`
-    the operator asked for quiet.
-    """
-    if logging.getLogger().getEffectiveLevel() <= logging.WARNING:
-        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, message, args, None))
-
-
 class _AnnouncingServer(uvicorn.Server):
     """uvicorn's server, saying where it listens once it does (not before: binding can still fail)."""
 
@@ -131,22 +151,24 @@ class _AnnouncingServer(uvicorn.Server):
         if self.started:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}{MCP_PATH}"
-            _announce(
+            announce(
+                log,
                 "listening on %s (client token required: %s; deployments: %s)",
                 self.url,
-                "yes" if self._settings.auth_token is not None else "no",
+                "yes" if self._settings.auth_required else "no",
                 ", ".join(self._settings.deployments),
             )
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await super().shutdown(sockets)
         # Here, not after serve(): uvicorn re-raises the SIGTERM it caught once serve() is done.
-        _announce("stopped listening on %s", self.url)
+        announce(log, "stopped listening on %s", self.url)
 
 
 async def serve_http(state: AppState) -> None:
     """`gguf-mcp --transport http`: one process; SIGTERM lets calls finish for up to SHUTDOWN_GRACE_S."""
     settings = state.settings
+    hangups_ignored()
     config = uvicorn.Config(
         build_app(state),
         host=settings.host,

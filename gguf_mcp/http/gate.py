@@ -10,9 +10,11 @@ the path the router matched, whatever uvicorn's `--root-path`:
   rebinding never does;
 - a server without client credentials answers only requests that reached a loopback address
   (403), probes aside, however it was started (uvicorn's CLI does not tell the app its --host);
-- on `/mcp`, behind the SDK's auth verdict (so a request without a valid token hears 401 whatever
-  its method): the one 405, for every method the endpoint does not serve (GET: no standalone
-  event stream, so no stream outlives its call and idle clients never hold a shutdown up).
+- on `/mcp`, the SDK's auth verdict worded by `auth.Challenges` (401, or 503 while the issuer
+  cannot be asked), then, behind it (so a request without a valid token hears 401 whatever its
+  method), the 403 for a caller with none of gguf-mcp's scopes, and the one 405, for every method
+  the endpoint does not serve (GET: no standalone event stream, so no stream outlives its call and
+  idle clients never hold a shutdown up).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 import anyio
 from mcp.server.auth.middleware.bearer_auth import RequireAuthMiddleware
@@ -30,8 +33,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gguf_mcp.http.auth import NamingTheHeader, missing_token_hint
+from gguf_mcp.http.auth import Challenges, ExplainedRefusal, RequireSomeScope
 from gguf_mcp.http.hosts import HostRules, arrived_on_loopback, is_ip_literal
+from gguf_mcp.identity import IdentityVerifier, issuer_outage
 from gguf_mcp.logs import request_id
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,7 @@ class RequestIds:
             return
         rid = secrets.token_hex(8)
         token = request_id.set(rid)
+        issuer_outage.set(None)  # this request's verdict alone says whether the issuer failed it
         answered = False
 
         async def send_with_id(message: Message) -> None:
@@ -96,7 +101,9 @@ class RequestIds:
             request_id.reset(token)
 
 
-def guard_routes(app: Starlette, rules: HostRules, probes: Collection[str], mcp_methods: Sequence[str]) -> None:
+def guard_routes(
+    app: Starlette, rules: HostRules, probes: Collection[str], mcp_methods: Sequence[str], verdict: Verdict
+) -> None:
     """Attach its checks to each route of `app` (the SDK's app: `/mcp`, and the routes added to it).
 
     `probes` are the paths that answer a bare IP address as Host; `mcp_methods` those `/mcp` serves.
@@ -107,22 +114,31 @@ def guard_routes(app: Starlette, rules: HostRules, probes: Collection[str], mcp_
         raise TypeError(f"unexpected routes in the SDK's app (not starlette.routing.Route): {app.routes!r}")
     mcp = next(route for route in routes if route.path == MCP_PATH)
     credentials = isinstance(mcp.app, RequireAuthMiddleware)
-    mcp.app = _behind_the_verdict(mcp.app, mcp_methods)
+    mcp.app = _behind_the_verdict(mcp.app, mcp_methods, verdict)
     for route in routes:
         probe = route.path in probes
         route.app = _RouteChecks(route.app, rules, probe=probe, loopback_only=not (probe or credentials))
 
 
-def _behind_the_verdict(endpoint: ASGIApp, methods: Sequence[str]) -> ASGIApp:
-    """`/mcp`'s endpoint with the 405 between the SDK's auth and its transport, and the 401 explained.
+@dataclass(frozen=True)
+class Verdict:
+    """What `/mcp` needs to word the SDK's auth verdict and check scopes behind it."""
+
+    challenges: Challenges
+    identity: IdentityVerifier
+
+
+def _behind_the_verdict(endpoint: ASGIApp, methods: Sequence[str], verdict: Verdict) -> ASGIApp:
+    """`/mcp`'s endpoint with the scope check and the 405 between the SDK's auth and its transport,
+    and the SDK's 401 explained.
 
     The SDK offers no hook there: its app routes `/mcp` to `RequireAuthMiddleware(transport)` when
-    a token verifier is set (else to the transport), so the 405 wraps `RequireAuthMiddleware.app`.
+    a token verifier is set (else to the transport), so the checks wrap `RequireAuthMiddleware.app`.
     """
     if not isinstance(endpoint, RequireAuthMiddleware):
         return _ServedMethods(endpoint, methods)
-    endpoint.app = _ServedMethods(endpoint.app, methods)
-    return NamingTheHeader(endpoint, missing_token_hint())
+    endpoint.app = RequireSomeScope(_ServedMethods(endpoint.app, methods), verdict.challenges, verdict.identity)
+    return ExplainedRefusal(endpoint, verdict.challenges)
 
 
 class _ServedMethods:

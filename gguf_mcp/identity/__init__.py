@@ -13,12 +13,14 @@ its `ClientPolicy`, enforced elsewhere.
 - `claims`: a verified token's claims in the SDK's `AccessToken` shape, whoever issued it.
 - `access_tokens`, `introspection`: the two access-token verifiers.
 - `directory`: the configured clients, and the verifier the SDK runs.
+- `configured`: `identity_for(settings)`, what the composition root builds from the settings.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gguf_mcp.identity.configured import directory_of, identity_for
 from gguf_mcp.identity.directory import ClientDirectory, IdentifiedToken, IdentityVerifier, caller_of
 from gguf_mcp.identity.introspection import IntrospectionVerifier
 from gguf_mcp.identity.remote import IssuerUnavailable, issuer_outage
@@ -44,5 +46,7 @@ __all__ = [
     "IssuerUnavailable",
     "JWTVerifier",
     "caller_of",
+    "directory_of",
+    "identity_for",
     "issuer_outage",
 ]

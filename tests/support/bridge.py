@@ -83,6 +83,13 @@ class ServerProcess:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
 
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 30) -> None:
+        """Until `text` shows `count` times in the server's stderr (e.g. the server says it reloaded)."""
+        deadline = time.monotonic() + timeout
+        while self.stderr().count(text) < count:
+            assert time.monotonic() < deadline, f"no {text!r} ({count}) in: {self.stderr()[-2000:]}"
+            time.sleep(0.05)  # polling a subprocess's log file: there is no event to wait on
+
 
 def gguf_mcp_argv(port: int, *extra_args: str) -> list[str]:
     """`gguf-mcp --transport http` on `port`."""

@@ -26,6 +26,9 @@ What a test does with one (`AuthorizationServer`):
   client's redirect and callback handlers; `await authorization_code_token(resource, user)`: all of it;
 - `mint(resource, key=..., headers=..., **claims)`: a token signed with its key (or another);
 - `requests()`: what it has served; `fail(path, status)`: make one of its routes fail.
+
+Forgeries every verifier must refuse (`unsigned`, `hs256_with_public_key`, `tampered`) and the
+official client's token storage (`MemoryStorage`) are here too, for the unit and end-to-end tests.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import secrets
 import selectors
@@ -49,9 +53,10 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from mcp.shared.auth import AuthorizationCodeResult
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthToken
 
 from tests.support.node_tools import ensure_node_tools, ensure_npm_packages
 
@@ -278,6 +283,57 @@ class AuthorizationServer:
         }
         merged = {name: value for name, value in {**base, **claims}.items() if value is not None}
         return (key or self.key).sign(merged, headers)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
+    """A JWT with any header (`alg: none`, ...) and `signature` as given."""
+    return ".".join((b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), b64(signature)))
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    return dict(jwt.decode(token, options={"verify_signature": False}))
+
+
+def hs256_with_public_key(server: AuthorizationServer, resource: str) -> str:
+    """The classic confusion: HMAC keyed with the issuer's public key, which anyone can fetch."""
+    pem = server.key.private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = {"alg": "HS256", "typ": "at+jwt", "kid": server.key.kid}
+    signing_input = unsigned(header, claims_of(server.mint(resource))).rsplit(".", 1)[0]
+    return signing_input + "." + b64(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())
+
+
+def tampered(server: AuthorizationServer, resource: str) -> str:
+    """A genuine token whose payload gained a scope; the signature is the original one."""
+    header, payload, signature = server.mint(resource, scope="gguf:models").split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["scope"] = "gguf:models gguf:metrics"
+    return ".".join((header, b64(json.dumps(claims).encode()), signature))
+
+
+class MemoryStorage:
+    """The official client's token storage, in memory."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client_info: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
 
 
 def _one(query: Mapping[str, list[str]], name: str) -> str | None:
