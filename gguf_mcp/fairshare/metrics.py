@@ -168,10 +168,10 @@ class Metrics:
 
     def upstream_response(self, deployment: str, route: str, status: int | str) -> None:
         """Every answer from a deployment (each attempt), or the transport failure that replaced it."""
-        self._responses.labels(deployment, route, status_label(status)).inc()
+        self._child(self._responses, deployment, route, status_label(status)).inc()
 
     def upstream_retry(self, deployment: str, route: str, reason: str) -> None:
-        self._retries.labels(deployment, route, reason).inc()
+        self._child(self._retries, deployment, route, reason).inc()
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition for `GET /metrics` and its content type (OpenMetrics if `accept` asks for it)."""
