@@ -339,7 +339,7 @@ async def test_a_slot_handed_to_a_call_cancelled_before_it_ran_is_given_back() -
     async with anyio.create_task_group() as tg:
         tg.start_soon(waiter)
         await telling.wait()
-        queue.release()  # hands the slot to the waiter, still inside on_wait ...
+        queue.release("H")  # hands the slot to the waiter, still inside on_wait ...
         assert queue.busy == 1
         scope.cancel()  # ... which is cancelled there
         await settle()
