@@ -21,6 +21,7 @@ from pydantic import AnyHttpUrl, SecretStr
 from starlette.testclient import TestClient
 
 from gguf_mcp.config import load_settings
+from gguf_mcp.fairshare import FairShare
 from gguf_mcp.http import build_app
 from gguf_mcp.http.auth import StaticTokenVerifier
 from gguf_mcp.state import AppState
@@ -53,7 +54,8 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         environ = {"GGUF_BASE_URL": "http://127.0.0.1:9", "GGUF_MCP_AUTH_TOKEN": TOKEN}
         settings = load_settings({"transport": "http"}, environ)
         monkeypatch.setattr(importlib.import_module("gguf_mcp.http.app"), "client_auth", lambda _: (verifier, auth))
-        app = build_app(AppState(settings, UpstreamClient(httpx2.AsyncClient(), settings)))
+        upstream = UpstreamClient(httpx2.AsyncClient(), settings)
+        app = build_app(AppState(settings, upstream, FairShare.for_settings(settings, upstream)))
         client = TestClient(app, base_url=BASE)
         clients.append(client.__enter__())  # runs the lifespan: the SDK's session manager
         return client

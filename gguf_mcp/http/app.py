@@ -23,11 +23,11 @@ from gguf_mcp.http.auth import client_auth
 from gguf_mcp.http.connections import GuardedH11Protocol, guarding_connections
 from gguf_mcp.http.gate import MCP_PATH, ClientGoneFilter, RequestIds, guard_routes
 from gguf_mcp.http.hosts import SDK_HOST_CHECK_OFF, HostRules
+from gguf_mcp.http.metrics import METRICS_PATH, metrics_endpoint
 from gguf_mcp.http.readiness import Readiness, healthz
 from gguf_mcp.logs import configure_logging
 from gguf_mcp.server import build_server
-from gguf_mcp.state import AppState
-from gguf_mcp.upstream import upstream_client
+from gguf_mcp.state import AppState, open_state
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ def build_app(state: AppState) -> ASGIApp:
         # The SDK's public way to add a route to its app; its bearer middleware runs app-wide, so
         # such a route can read the SDK's verdict (`request.user`) but is not refused by it.
         server.custom_route(path, methods=["GET"])(endpoint)
+    server.custom_route(METRICS_PATH, methods=["GET"])(metrics_endpoint(state))
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=settings.stateless,
@@ -69,7 +70,8 @@ def build_app(state: AppState) -> ASGIApp:
         transport_security=SDK_HOST_CHECK_OFF,
         host=settings.host,
     )
-    guard_routes(app, HostRules(settings), probes, ("POST",) if settings.stateless else ("POST", "DELETE"))
+    methods = ("POST",) if settings.stateless else ("POST", "DELETE")
+    guard_routes(app, HostRules(settings), probes, methods, scraped=(METRICS_PATH,))
     return RequestIds(guarding_connections(app, settings))
 
 
@@ -86,24 +88,27 @@ def create_app() -> ASGIApp:
     """
     try:
         settings = load_settings({"transport": "http"}, os.environ)
-        http, upstream = upstream_client(settings)
+        http, state = open_state(settings, metrics=True)
     except ConfigError as exc:
         print(report_config_error(exc), file=sys.stderr)
         # uvicorn's "failed to start" code: its supervisor then stops instead of restarting workers.
         raise SystemExit(STARTUP_FAILURE) from None
     configure_logging(settings)
-    return _closing(build_app(AppState(settings, upstream)), http)
+    return _closing(build_app(state), http, state)
 
 
-def _closing(app: ASGIApp, http: httpx2.AsyncClient) -> ASGIApp:
-    """`app`, closing the upstream connections when the ASGI server shuts it down."""
+def _closing(app: ASGIApp, http: httpx2.AsyncClient, state: AppState) -> ASGIApp:
+    """`app`, closing the upstream connections and the fair share when the ASGI server shuts it down."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             await app(scope, receive, send)
             return
-        async with http:
-            await app(scope, receive, send)
+        try:
+            async with http:
+                await app(scope, receive, send)
+        finally:
+            state.fairshare.close()
 
     return wrapped
 
