@@ -53,4 +53,4 @@ def open_state(settings: Settings, *, metrics: bool) -> tuple[httpx2.AsyncClient
     http, upstream = upstream_client(settings, observer)
     audit = AuditLog.open(settings.audit_log) if settings.audit_log is not None else None
     fairshare = FairShare.for_settings(settings, upstream, metrics=observer, audit=audit)
-    return http, AppState(settings, upstream, fairshare)
+    return http, AppState(settings, upstream, fairshare=fairshare)

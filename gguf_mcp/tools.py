@@ -370,7 +370,7 @@ def _admitted(
     """The call admitted by the fair share (its caller's limits, a slot of `dep`), recorded when it ends."""
     state = ctx.request_context.lifespan_context
     return state.fairshare.call(
-        current_caller(state.settings),
+        current_caller(state),
         dep,
         tool,
         # Over HTTP the request id of the logs and X-Request-Id; over stdio the call's JSON-RPC id.
@@ -381,11 +381,12 @@ def _admitted(
     )
 
 
-def current_caller(settings: Settings) -> Caller:
-    """Who makes the current call: the SDK's verified bearer (None over stdio: the client `default`).
+def current_caller(state: AppState) -> Caller:
+    """Who makes the current call: the SDK's verified bearer (none over stdio: the client `default`).
 
-    A stand-in for the identity issue's own (`current_caller(state)`), which reads the directory it keeps.
+    A stand-in for the identity issue's own `current_caller(state)`, which reads the directory it keeps.
     """
+    settings = state.settings
     return caller_of(get_access_token(), ClientDirectory.build(settings.clients, settings.client_defaults))
 
 

@@ -55,7 +55,7 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         settings = load_settings({"transport": "http"}, environ)
         monkeypatch.setattr(importlib.import_module("gguf_mcp.http.app"), "client_auth", lambda _: (verifier, auth))
         upstream = UpstreamClient(httpx2.AsyncClient(), settings)
-        app = build_app(AppState(settings, upstream, FairShare.for_settings(settings, upstream)))
+        app = build_app(AppState(settings, upstream, fairshare=FairShare.for_settings(settings, upstream)))
         client = TestClient(app, base_url=BASE)
         clients.append(client.__enter__())  # runs the lifespan: the SDK's session manager
         return client

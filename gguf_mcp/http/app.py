@@ -60,7 +60,6 @@ def build_app(state: AppState) -> ASGIApp:
         # The SDK's public way to add a route to its app; its bearer middleware runs app-wide, so
         # such a route can read the SDK's verdict (`request.user`) but is not refused by it.
         server.custom_route(path, methods=["GET"])(endpoint)
-    server.custom_route(METRICS_PATH, methods=["GET"])(metrics_endpoint(state))
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=settings.stateless,
@@ -70,14 +69,13 @@ def build_app(state: AppState) -> ASGIApp:
         transport_security=SDK_HOST_CHECK_OFF,
         host=settings.host,
     )
-    methods = ("POST",) if settings.stateless else ("POST", "DELETE")
-    guard_routes(app, HostRules(settings), probes, methods, scraped=(METRICS_PATH,))
+    guard_routes(app, HostRules(settings), probes, ("POST",) if settings.stateless else ("POST", "DELETE"))
     return RequestIds(guarding_connections(app, settings))
 
 
 def _probes(state: AppState) -> dict[str, Endpoint]:
     """Routes for probes and scrapers: no client token, and a bare IP address is a valid Host."""
-    return {"/healthz": healthz, "/readyz": Readiness(state).endpoint}
+    return {"/healthz": healthz, "/readyz": Readiness(state).endpoint, METRICS_PATH: metrics_endpoint(state)}
 
 
 def create_app() -> ASGIApp:

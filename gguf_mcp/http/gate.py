@@ -96,19 +96,10 @@ class RequestIds:
             request_id.reset(token)
 
 
-def guard_routes(
-    app: Starlette,
-    rules: HostRules,
-    probes: Collection[str],
-    mcp_methods: Sequence[str],
-    *,
-    scraped: Collection[str] = (),
-) -> None:
+def guard_routes(app: Starlette, rules: HostRules, probes: Collection[str], mcp_methods: Sequence[str]) -> None:
     """Attach its checks to each route of `app` (the SDK's app: `/mcp`, and the routes added to it).
 
     `probes` are the paths that answer a bare IP address as Host; `mcp_methods` those `/mcp` serves.
-    `scraped` paths also answer a bare IP Host (Prometheus scrapes a pod by its address), but, unlike
-    probes, only on loopback when the server has no client credentials.
     Whether the server has client credentials is the SDK's to say: its `/mcp` requires them.
     """
     routes = [route for route in app.routes if isinstance(route, Route)]
@@ -119,8 +110,7 @@ def guard_routes(
     mcp.app = _behind_the_verdict(mcp.app, mcp_methods)
     for route in routes:
         probe = route.path in probes
-        bare_ip = probe or route.path in scraped
-        route.app = _RouteChecks(route.app, rules, probe=bare_ip, loopback_only=not (probe or credentials))
+        route.app = _RouteChecks(route.app, rules, probe=probe, loopback_only=not (probe or credentials))
 
 
 def _behind_the_verdict(endpoint: ASGIApp, methods: Sequence[str]) -> ASGIApp:

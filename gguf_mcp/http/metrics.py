@@ -3,10 +3,11 @@ format, or OpenMetrics when the scraper's `Accept` asks for it.
 
 Every client's usage is there, so reading it is a right of its own: a bearer whose scopes include
 `gguf:metrics` (a named client with `metrics = true`, `GGUF_MCP_AUTH_TOKEN`'s client `default`, an
-OAuth token granted the scope). A server without client credentials serves it to loopback only,
-like every route of its (the route's checks, `gate.py`, refuse the rest). The route is the SDK's
-`custom_route`: the SDK's authentication runs app-wide and leaves its verdict in `request.user`,
-but does not refuse for it; this endpoint does.
+OAuth token granted the scope). A server without client credentials serves it on loopback only.
+The route is one of the app's probes (`app._probes`): a bare IP address is a valid Host (Prometheus
+scrapes a pod by its address, which DNS rebinding never sends), and the route's own check below
+says who may read it. The SDK's authentication runs app-wide and leaves its verdict in
+`request.user`, but does not refuse for it on such a route; this endpoint does.
 """
 
 from __future__ import annotations
@@ -18,29 +19,21 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from gguf_mcp.clients import METRICS_SCOPE
+from gguf_mcp.config import Settings
+from gguf_mcp.http.hosts import arrived_on_loopback
 from gguf_mcp.state import AppState
 
 METRICS_PATH = "/metrics"
-NEEDS_SCOPE = (
-    f"Reading {METRICS_PATH} needs a client token with the {METRICS_SCOPE} scope "
-    "(a [clients.<name>] table with metrics = true, or GGUF_MCP_AUTH_TOKEN)"
-)
-
-
-def has_scope(request: Request, scope: str) -> bool:
-    """Whether the request's bearer, as the SDK verified it, was granted `scope`."""
-    user = request.scope.get("user")
-    return isinstance(user, AuthenticatedUser) and scope in user.scopes
 
 
 def metrics_endpoint(state: AppState) -> Callable[[Request], Awaitable[Response]]:
     """The `/metrics` endpoint over `state`'s metrics (404 when this process collects none)."""
     metrics = state.fairshare.metrics
-    credentials = state.settings.auth_required
 
     async def endpoint(request: Request) -> Response:
-        if credentials and not has_scope(request, METRICS_SCOPE):
-            return _refusal(request)
+        refusal = scope_refusal(request, METRICS_SCOPE, state.settings)
+        if refusal is not None:
+            return refusal
         if metrics is None:
             return PlainTextResponse("This process collects no metrics", status_code=404)
         body, content_type = metrics.render(request.headers.get("accept"))
@@ -49,10 +42,23 @@ def metrics_endpoint(state: AppState) -> Callable[[Request], Awaitable[Response]
     return endpoint
 
 
-def _refusal(request: Request) -> Response:
-    """401 without a valid bearer, 403 with one that lacks the scope (RFC 6750's codes)."""
-    if isinstance(request.scope.get("user"), AuthenticatedUser):
-        challenge = f'Bearer error="insufficient_scope", scope="{METRICS_SCOPE}"'
-        return PlainTextResponse(NEEDS_SCOPE, status_code=403, headers={"www-authenticate": challenge})
-    challenge = 'Bearer error="invalid_token", error_description="Authentication required"'
-    return PlainTextResponse(NEEDS_SCOPE, status_code=401, headers={"www-authenticate": challenge})
+def scope_refusal(request: Request, scope: str, settings: Settings) -> Response | None:
+    """The answer for a request to a route that needs `scope`; None: serve it.
+
+    A server with credentials: 401 without a valid bearer, 403 `insufficient_scope` for a caller
+    without the scope (RFC 6750's codes). A server without any: loopback only (403).
+    A stand-in for the identity issue's own, which words these answers as its `/mcp` does.
+    """
+    if not settings.auth_required:
+        if arrived_on_loopback(request.scope):
+            return None
+        return PlainTextResponse(f"{METRICS_PATH} answers only on loopback on a server without client tokens", 403)
+    user = request.scope.get("user")
+    hint = f"{request.url.path} needs a client token with the {scope} scope (named clients: metrics = true)"
+    if not isinstance(user, AuthenticatedUser):
+        challenge = 'Bearer error="invalid_token", error_description="Authentication required"'
+        return PlainTextResponse(hint, 401, {"www-authenticate": challenge})
+    if scope not in user.scopes:
+        challenge = f'Bearer error="insufficient_scope", scope="{scope}"'
+        return PlainTextResponse(hint, 403, {"www-authenticate": challenge})
+    return None

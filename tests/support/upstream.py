@@ -26,4 +26,4 @@ async def open_upstream(settings: Settings) -> AsyncIterator[UpstreamClient]:
 def offline_server(settings: Settings) -> MCPServer[AppState]:
     """An MCP server for `settings` whose upstream is never opened (for tools/list and schemas)."""
     upstream = UpstreamClient(httpx2.AsyncClient(), settings)
-    return build_server(AppState(settings, upstream, FairShare.for_settings(settings, upstream)))
+    return build_server(AppState(settings, upstream, fairshare=FairShare.for_settings(settings, upstream)))
