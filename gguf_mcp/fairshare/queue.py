@@ -64,7 +64,8 @@ class FairQueue:
         self._busy = 0  # slots running a call, or held
         self._order: WaitOrder[Any] = order if order is not None else Rotation()
         self._on_queue = on_queue
-        self._watchers: set[_Waiter] = set()
+        self._watchers: set[_Waiter] = set()  # the waiting calls told their place
+        self._waiters: set[_Waiter] = set()  # every waiting call
         self._grace = grace
         self._clock = clock
         self._running: dict[str, int] = {}  # client -> its calls holding a slot
@@ -159,11 +160,17 @@ class FairQueue:
 
     def release(self, client: str) -> None:
         """Give back a slot a call of `client` held."""
-        if self._ran(client) and self._order and self._grace and self._slots is not None:
+        if self._ran(client) and self._worth_holding(client):
             self._held[client] = self._clock() + self._grace  # its last call: the slot stays its own a moment
+            for waiter in self._waiters:  # each sets its timer to the grace's end (any one ends it)
+                waiter.wake.set()
             return
         self._busy -= 1
         self._dispatch()
+
+    def _worth_holding(self, client: str) -> bool:
+        """Other clients' calls wait, none of its own (which would take the slot in turn)."""
+        return self._grace > 0 and self._slots is not None and bool(self._order) and client not in self._order
 
     def _ran(self, client: str) -> bool:
         """One call of `client` ended; whether it was its last one running."""
@@ -200,6 +207,7 @@ class FairQueue:
 
     def _push(self, waiter: _Waiter) -> None:
         self._order.push(waiter.client, waiter)
+        self._waiters.add(waiter)
         if waiter.watching:
             self._watchers.add(waiter)
         self._changed(waiter, +1)
@@ -207,6 +215,7 @@ class FairQueue:
     def _abandon(self, waiter: _Waiter) -> None:
         """A call that stops waiting: out of the queue, or its slot given back if it had just got one."""
         self._watchers.discard(waiter)
+        self._waiters.discard(waiter)
         if waiter.granted:  # handed a slot, but gone before it ran: no client to hold it for
             self._ran(waiter.client)
             self._busy -= 1
@@ -223,6 +232,7 @@ class FairQueue:
             self._busy += 1
             self._running[client] = self._running.get(client, 0) + 1
             self._watchers.discard(waiter)
+            self._waiters.discard(waiter)
             waiter.wake.set()
             self._changed(waiter, -1)
 
