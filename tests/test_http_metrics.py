@@ -121,7 +121,8 @@ def test_only_a_client_with_the_metrics_scope_reads_them(
     assert "gguf_mcp_calls" not in anonymous.text + refused.text
     assert allowed.status_code == 200 and "# TYPE gguf_mcp_calls_total counter" in allowed.text
     assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
-    assert {f.name for f in openmetrics_families(openmetrics.text)} >= {"gguf_mcp_calls", "gguf_mcp_queue_length"}
+    families = openmetrics_families(openmetrics.text)  # type: ignore[no-untyped-call]
+    assert {f.name for f in families} >= {"gguf_mcp_calls", "gguf_mcp_queue_length"}
     assert bare_ip.status_code == 200  # Prometheus scrapes a pod by its address
 
 
@@ -150,14 +151,16 @@ async def test_two_uvicorn_workers_answer_with_the_sum_of_both(gateway: Gateway,
             async with connect_http(server.url) as client:
                 result = await client.call_tool("chat", {"messages": prompt(f"w{n}"), "max_tokens": 2})
                 assert not result.is_error
-        scrapes = [
-            value(samples(httpx.get(f"{server.root}/metrics").text), "gguf_mcp_calls_total",
-                  deployment="alpha", tool="chat", client="default", outcome="ok")
-            for _ in range(6)
-        ]  # fmt: skip
+        scrapes = [await calls_counted(server.root) for _ in range(6)]  # a connection each: either worker
     writers = {path.stem.rsplit("_", 1)[-1] for path in multiproc.glob("counter_*.db")}
     assert len(writers) == 2, f"one worker served every call ({writers}): the sum was not exercised"
     assert scrapes == [calls] * 6
+
+
+async def calls_counted(root: str) -> float:
+    async with httpx.AsyncClient() as http:
+        found = samples((await http.get(f"{root}/metrics")).text)
+    return value(found, "gguf_mcp_calls_total", deployment="alpha", tool="chat", client="default", outcome="ok")
 
 
 def test_an_audit_trail_that_cannot_be_opened_stops_the_start_in_one_line(gateway: Gateway, tmp_path: Path) -> None:
@@ -167,9 +170,13 @@ def test_an_audit_trail_that_cannot_be_opened_stops_the_start_in_one_line(gatewa
     assert cli.returncode == 2
     assert cli.stderr.count("\n") == 1 and "GGUF_MCP_AUDIT_LOG=" in cli.stderr
     assert "cannot be opened for appending (File name too long)" in cli.stderr
-    with pytest.raises(RuntimeError, match="exited with 3"):  # uvicorn's "failed to start": no restarts
-        with http_server(
-            gateway, tmp_path, {"GGUF_MCP_AUDIT_LOG": unopenable}, launcher=lambda p: uvicorn_workers_argv(p, 1)
-        ):
-            pass
+
+    def uvicorn(port: int) -> list[str]:
+        return uvicorn_workers_argv(port, 1)
+
+    with (
+        pytest.raises(RuntimeError, match="exited with 3"),  # uvicorn's "failed to start": no restarts
+        http_server(gateway, tmp_path, {"GGUF_MCP_AUDIT_LOG": unopenable}, launcher=uvicorn),
+    ):
+        pass
     assert "cannot be opened for appending" in (tmp_path / "stderr").read_text()
