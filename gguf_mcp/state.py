@@ -13,7 +13,7 @@ import httpx2
 
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.errors import UnknownDeployment
-from gguf_mcp.fairshare import AuditLog, FairShare, Metrics
+from gguf_mcp.fairshare import AuditLog, FairShare
 from gguf_mcp.upstream import UpstreamClient, upstream_client
 
 
@@ -46,10 +46,15 @@ def open_state(settings: Settings, *, metrics: bool) -> tuple[httpx2.AsyncClient
     """The process's state, and the pooled HTTP client under it (the caller enters and closes it).
 
     `metrics`: collect them (HTTP serves `/metrics`; stdio has nowhere to show them). Raises
-    `ConfigError` before anything runs: a proxy it cannot use, an audit log it cannot append to.
+    `ConfigError` before anything runs: a proxy it cannot use, an audit log it cannot append to, a
+    PROMETHEUS_MULTIPROC_DIR it cannot write.
     Close with `state.fairshare.close()` when the process is done serving.
     """
-    observer = Metrics() if metrics else None
+    observer = None
+    if metrics:
+        from gguf_mcp.fairshare.metrics import Metrics  # prometheus_client: only where /metrics shows it
+
+        observer = Metrics()
     http, upstream = upstream_client(settings, observer)
     audit = AuditLog.open(settings.audit_log) if settings.audit_log is not None else None
     fairshare = FairShare.for_settings(settings, upstream, metrics=observer, audit=audit)

@@ -180,3 +180,11 @@ def test_an_audit_trail_that_cannot_be_opened_stops_the_start_in_one_line(gatewa
     ):
         pass
     assert "cannot be opened for appending" in (tmp_path / "stderr").read_text()
+
+
+def test_a_metrics_directory_that_is_not_there_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    missing = str(tmp_path / "prometheus")  # several workers share it: the operator creates it
+    env = {"GGUF_BASE_URL": "http://127.0.0.1:9", "PROMETHEUS_MULTIPROC_DIR": missing}
+    cli = run_cli("--transport", "http", "--port", "0", env=env)
+    assert cli.returncode == 2
+    assert cli.stderr.count("\n") == 1 and f"PROMETHEUS_MULTIPROC_DIR={missing} is not a directory" in cli.stderr

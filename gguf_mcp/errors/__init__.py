@@ -15,6 +15,7 @@ from gguf_mcp.errors.calls import (
     invalid_arguments,
     max_tokens_lowered,
     max_tokens_refused,
+    metrics_dir_unusable,
     saturated,
     token_limit,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "invalid_response",
     "max_tokens_lowered",
     "max_tokens_refused",
+    "metrics_dir_unusable",
     "no_answer_within",
     "no_embeddings",
     "no_model_listed",

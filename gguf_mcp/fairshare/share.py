@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -26,13 +27,16 @@ from gguf_mcp.clients import GENERATE_SCOPE, TOOL_SCOPES, Caller
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.errors import GGUFMCPError
 from gguf_mcp.fairshare.audit import AuditLog, AuditRecord
+from gguf_mcp.fairshare.labels import client_label
 from gguf_mcp.fairshare.limits import Admission, ClientLimits
-from gguf_mcp.fairshare.metrics import Metrics, client_label
 from gguf_mcp.fairshare.order import FirstCome, Rotation
 from gguf_mcp.fairshare.queue import OnWait
 from gguf_mcp.fairshare.slots import Queues
 from gguf_mcp.fairshare.tracing import annotate_span
 from gguf_mcp.upstream import UpstreamClient
+
+if TYPE_CHECKING:  # prometheus_client is imported only by a process that collects metrics
+    from gguf_mcp.fairshare.metrics import Metrics
 
 GRACE_S = 0.05
 """How long a slot stays held for a client whose last call just ended while others wait
