@@ -127,14 +127,7 @@ class FairQueue:
         bound: str = "time-out",
     ) -> float:
         """Take a slot (waiting for it if none is free); `release(client)` gives it back. See `slot`."""
-        if self._held:
-            if self._held.pop(client, None) is not None:  # its own, held since its last call ended
-                self._took(client)
-                return 0.0
-            self.expire()
-        if self._slots is None or self._busy < self._slots:  # a free slot means nobody waits
-            self._busy += 1
-            self._took(client)
+        if self._took_at_once(client):
             return 0.0
         waiter = _Waiter(client, tag if tag is not None else client, watching=on_wait is not None)
         started = time.monotonic()
@@ -153,6 +146,19 @@ class FairQueue:
         ahead = self._order.ahead(waiter.client, waiter)
         self._abandon(waiter)
         raise saturated(self.deployment, waited, self._slots or 0, ahead, bound)
+
+    def _took_at_once(self, client: str) -> bool:
+        """Whether `client` got a slot without waiting: its own, held since its last call ended, or a free one."""
+        if self._held:
+            if self._held.pop(client, None) is not None:
+                self._took(client)
+                return True
+            self.expire()
+        if self._slots is not None and self._busy >= self._slots:
+            return False
+        self._busy += 1  # a free slot means nobody waits
+        self._took(client)
+        return True
 
     def _took(self, client: str) -> None:
         self._order.took(client)
