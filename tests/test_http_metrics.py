@@ -5,11 +5,13 @@ summed; and an audit trail that cannot be opened stopping the start.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
+import yaml  # type: ignore[import-untyped]
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from starlette.testclient import TestClient
 
@@ -31,6 +33,7 @@ from tests.support.fairshare import (
 )
 from tests.support.gateway import ACCOUNT_KEY, Gateway
 from tests.support.llama import LlamaServer
+from tests.test_readme import code_after
 
 pytestmark = pytest.mark.anyio
 
@@ -188,3 +191,54 @@ def test_a_metrics_directory_that_is_not_there_stops_the_start_in_one_line(tmp_p
     cli = run_cli("--transport", "http", "--port", "0", env=env)
     assert cli.returncode == 2
     assert cli.stderr.count("\n") == 1 and f"PROMETHEUS_MULTIPROC_DIR={missing} is not a directory" in cli.stderr
+
+
+# --- The README's commands, as written ----------------------------------------------------------------
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)  # what Prometheus 3 asks for by default (scrape_protocols)
+
+
+async def test_the_readmes_curl_and_scrape_configuration_read_the_metrics(
+    gw: Gateway, llama_server: LlamaServer, tmp_path: Path
+) -> None:
+    team = Team({"ops": "metrics = true"})
+    _, curl = code_after("Read it by hand:")
+    _, scrape_config = code_after("have Prometheus scrape it")
+    job = yaml.safe_load(scrape_config)["scrape_configs"][0]
+    token_file = tmp_path / "gguf-mcp.token"
+    token_file.write_text(team.tokens["ops"] + "\n")
+    with fair_server(tmp_path, deployment_toml(gw) + team.toml()) as server:
+        async with connect_http(server.url, team.tokens["ops"]) as ops:
+            assert not (await ops.call_tool("chat", {"messages": prompt("one"), "max_tokens": 2})).is_error
+        by_hand = subprocess.run(
+            ["/bin/bash", "-c", curl.replace("http://127.0.0.1:8000", server.root)],
+            env={"PATH": "/usr/bin:/bin", "GGUF_MCP_METRICS_TOKEN": team.tokens["ops"]},
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        auth = job["authorization"]
+        assert auth["credentials_file"] == "/etc/prometheus/gguf-mcp.token"
+        (target,) = job["static_configs"][0]["targets"]
+        assert target == "127.0.0.1:8000"
+        scraped = httpx.get(
+            f"{job.get('scheme', 'http')}://127.0.0.1:{server.port}{job['metrics_path']}",
+            headers={"authorization": f"{auth['type']} {token_file.read_text().strip()}", "accept": PROMETHEUS_ACCEPT},
+        )
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert by_hand.stdout == 'gguf_mcp_calls_total{client="ops",deployment="dep",outcome="ok",tool="chat"} 1.0\n'
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("application/openmetrics-text")
+    families = {f.name for f in openmetrics_families(scraped.text)}  # type: ignore[no-untyped-call]
+    assert "gguf_mcp_calls" in families
+
+
+def test_the_readmes_metrics_directory_commands_make_an_empty_directory(tmp_path: Path) -> None:
+    _, commands = code_after("the environment uvicorn starts with; `/metrics`")
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "counter_123.db").write_bytes(b"stale")  # a previous run's
+    script = commands.replace("/var/lib/gguf-mcp/metrics", str(directory)) + 'echo "$PROMETHEUS_MULTIPROC_DIR"\n'
+    out = subprocess.run(["/bin/bash", "-c", script], capture_output=True, text=True, timeout=30, check=True)
+    assert out.stdout.strip() == str(directory)
+    assert directory.is_dir() and not any(directory.iterdir())
