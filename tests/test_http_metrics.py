@@ -201,7 +201,7 @@ PROMETHEUS_ACCEPT = (
 )  # what Prometheus 3 asks for by default (scrape_protocols)
 
 
-async def test_the_readmes_curl_and_scrape_configuration_read_the_metrics(
+def test_the_readmes_curl_and_scrape_configuration_read_the_metrics(
     gw: Gateway, llama_server: LlamaServer, tmp_path: Path
 ) -> None:
     team = Team({"ops": "metrics = true"})
@@ -211,8 +211,7 @@ async def test_the_readmes_curl_and_scrape_configuration_read_the_metrics(
     token_file = tmp_path / "gguf-mcp.token"
     token_file.write_text(team.tokens["ops"] + "\n")
     with fair_server(tmp_path, deployment_toml(gw) + team.toml()) as server:
-        async with connect_http(server.url, team.tokens["ops"]) as ops:
-            assert not (await ops.call_tool("chat", {"messages": prompt("one"), "max_tokens": 2})).is_error
+        anyio.run(one_chat, server.url, team.tokens["ops"])
         by_hand = subprocess.run(
             ["/bin/bash", "-c", curl.replace("http://127.0.0.1:8000", server.root)],
             env={"PATH": "/usr/bin:/bin", "GGUF_MCP_METRICS_TOKEN": team.tokens["ops"]},
@@ -231,6 +230,11 @@ async def test_the_readmes_curl_and_scrape_configuration_read_the_metrics(
     assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("application/openmetrics-text")
     families = {f.name for f in openmetrics_families(scraped.text)}  # type: ignore[no-untyped-call]
     assert "gguf_mcp_calls" in families
+
+
+async def one_chat(url: str, token: str) -> None:
+    async with connect_http(url, token) as client:
+        assert not (await client.call_tool("chat", {"messages": prompt("one"), "max_tokens": 2})).is_error
 
 
 def test_the_readmes_metrics_directory_commands_make_an_empty_directory(tmp_path: Path) -> None:
