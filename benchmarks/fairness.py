@@ -13,12 +13,11 @@ Modes:
 - `mcp`: end to end. gguf-mcp as an HTTP server with two named clients (`[clients.a]`,
   `[clients.b]` in its TOML, each with its token's SHA-256), called by the official MCP client with
   each one's bearer token; "fifo" is the server as of `--fifo-ref` (a git ref without the fair
-  queue; both clients then share one `GGUF_MCP_AUTH_TOKEN`). Needs named clients and the tools'
-  wiring to have landed.
+  queue; both clients then share one `GGUF_MCP_AUTH_TOKEN`).
 - `overhead`: the CPU per call that `FairShare.call` adds (limits, queue, metrics, an audit line to
   a file, the span check), with no upstream, in this process.
 
-    .venv/bin/python -m benchmarks.fairness                    # ~1 min: alone, fair, fifo
+    .venv/bin/python -m benchmarks.fairness                    # ~1.5 min: alone, fair (grace 0, 50 ms), fifo
     .venv/bin/python -m benchmarks.fairness --vary             # A's calls of 8..24 tokens (slots free staggered)
     .venv/bin/python -m benchmarks.fairness --mode mcp --fifo-ref <ref before the fair queue>
     .venv/bin/python -m benchmarks.fairness --mode overhead
