@@ -150,6 +150,22 @@ class Harness:
                 call.holding = False
         call.done = True
 
+    async def play(self, kind: str, pick: int) -> Running | None:
+        """One step of a script: a call arrives, one holding a slot finishes (returned), or one waiting is
+        cancelled; then every task runs until it blocks."""
+        holders = [c for c in self.calls if c.holding]
+        waiters = [c for c in self.live if not c.holding]
+        finished = None
+        if kind == "arrive":
+            self.start("ABC"[pick % 3])
+        elif kind == "finish" and holders:
+            finished = holders[pick % len(holders)]
+            finished.finish.set()
+        elif kind == "cancel" and waiters:
+            waiters[pick % len(waiters)].scope.cancel()
+        await settle()
+        return finished
+
     @property
     def holding(self) -> int:
         return sum(c.holding for c in self.calls)
@@ -170,15 +186,7 @@ async def test_never_more_than_slots_and_every_call_gets_one_or_leaves(slots: in
     async with anyio.create_task_group() as tg:
         h = Harness(queue, tg)
         for kind, pick in script:
-            holders = [c for c in h.calls if c.holding]
-            waiters = [c for c in h.live if not c.holding]
-            if kind == "arrive":
-                h.start("ABC"[pick % 3])
-            elif kind == "finish" and holders:
-                holders[pick % len(holders)].finish.set()
-            elif kind == "cancel" and waiters:
-                waiters[pick % len(waiters)].scope.cancel()
-            await settle()
+            await h.play(kind, pick)
             assert h.holding <= slots
             # No slot idles while a call waits, and the queue's count is the truth.
             assert h.holding == min(slots, len(h.live)) == queue.busy
@@ -436,25 +444,16 @@ async def test_a_slot_idles_while_calls_wait_only_when_held_within_its_grace(
     async with anyio.create_task_group() as tg:
         h = Harness(queue, tg)
         for kind, pick in script:
-            holders = [c for c in h.calls if c.holding]
-            waiters = [c for c in h.live if not c.holding]
-            if kind == "arrive":
-                h.start("ABC"[pick % 3])
-            elif kind.startswith("finish") and holders:
-                finished = holders[pick % len(holders)]
-                finished.finish.set()
-                await settle()
-                if kind == "finish and return":  # its next call, one round trip later
-                    held_for_it = finished.client in queue.held
-                    back = h.start(finished.client)
-                    await settle()
-                    assert back.holding or not held_for_it, "a client back within its grace waits"
-            elif kind == "cancel" and waiters:
-                waiters[pick % len(waiters)].scope.cancel()
-            elif kind == "tick":
+            if kind == "tick":
                 clock.now += GRACE * (pick % 3) / 2  # 0, half a grace, a whole one
                 queue.expire()
-            await settle()
+                await settle()
+            finished = await h.play(kind.removesuffix(" and return"), pick)
+            if finished is not None and kind == "finish and return":  # its next call, one round trip later
+                held_for_it = finished.client in queue.held
+                back = h.start(finished.client)
+                await settle()
+                assert back.holding or not held_for_it, "a client back within its grace waits"
             held = queue.held
             live_clients = {c.client for c in h.live}
             assert queue.busy == h.holding + len(held) <= slots
