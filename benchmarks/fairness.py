@@ -13,12 +13,11 @@ Modes:
 - `mcp`: end to end. gguf-mcp as an HTTP server with two named clients (`[clients.a]`,
   `[clients.b]` in its TOML, each with its token's SHA-256), called by the official MCP client with
   each one's bearer token; "fifo" is the server as of `--fifo-ref` (a git ref without the fair
-  queue; both clients then share one `GGUF_MCP_AUTH_TOKEN`). Needs named clients and the tools'
-  wiring to have landed.
+  queue; both clients then share one `GGUF_MCP_AUTH_TOKEN`).
 - `overhead`: the CPU per call that `FairShare.call` adds (limits, queue, metrics, an audit line to
   a file, the span check), with no upstream, in this process.
 
-    .venv/bin/python -m benchmarks.fairness                    # ~1 min: alone, fair, fifo
+    .venv/bin/python -m benchmarks.fairness                    # ~1.5 min: alone, fair (grace 0, 50 ms), fifo
     .venv/bin/python -m benchmarks.fairness --vary             # A's calls of 8..24 tokens (slots free staggered)
     .venv/bin/python -m benchmarks.fairness --mode mcp --fifo-ref <ref before the fair queue>
     .venv/bin/python -m benchmarks.fairness --mode overhead
@@ -51,6 +50,7 @@ from gguf_mcp.clients import Caller, ClientPolicy
 from gguf_mcp.config import Deployment, load_settings
 from gguf_mcp.dialects import CHAT
 from gguf_mcp.fairshare import AuditLog, FairShare, Metrics
+from gguf_mcp.fairshare.share import GRACE_S
 from gguf_mcp.upstream import UpstreamClient, upstream_client
 from tests.support.bridge import connect_http, free_port, gguf_mcp_argv, serving
 
@@ -135,10 +135,13 @@ async def run_direct(args: argparse.Namespace, url: str) -> list[Result]:
     settings = load_settings({}, {"GGUF_BASE_URL": url})
     dep = settings.deployments[settings.default_deployment]
     http, upstream = upstream_client(settings)
+    systems: list[tuple[str, float | None, bool]] = [("B alone", GRACE_S, False)]
+    systems += [(f"fair queue, grace {g * 1000:g} ms", g, True) for g in args.graces]
+    systems += [("fifo (no queue)", None, True)]
     results = []
     async with http:
-        for system, burst in (("B alone", False), ("fair queue", True), ("fifo (no queue)", True)):
-            fair_share = None if system.startswith("fifo") else FairShare(upstream, read_timeout=settings.timeout)
+        for system, grace, burst in systems:
+            fair_share = None if grace is None else FairShare(upstream, read_timeout=settings.timeout, grace=grace)
             results.append(await scenario(system, direct_caller(upstream, dep, fair_share), args, burst=burst))
     return results
 
@@ -229,6 +232,10 @@ def main() -> None:
     parser.add_argument("--ttft", default="0.3")
     parser.add_argument("--interval", default="0.05")
     parser.add_argument("--fifo-ref", help="mcp mode: the git ref of the server without the fair queue")
+    parser.add_argument(
+        "--graces", type=float, nargs="+", default=[0.0, GRACE_S],
+        help=f"direct mode: the fair queue's grace (s) to compare (default 0 and {GRACE_S:g}: off and on)",
+    )  # fmt: skip
     parser.add_argument("--calls", type=int, default=20_000, help="overhead mode: calls measured")
     parser.add_argument("--json", type=Path, help="write the raw call times here")
     args = parser.parse_args()

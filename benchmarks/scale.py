@@ -120,6 +120,7 @@ def gguf_command(system: str, port: int, options: argparse.Namespace) -> tuple[l
     if paths:
         env["PYTHONPATH"] = os.pathsep.join(paths)
     env["GGUF_BASE_URL"] = options.emulator_url
+    env.update(setting.split("=", 1) for setting in options.gguf_env)
     env["GGUF_MCP_STATELESS"] = "true" if "stateless" in system else "false"
     if system.endswith("-w2"):
         argv = [python, "-m", "uvicorn", "--factory", "gguf_mcp.http:create_app", "--port", str(port)]
@@ -596,6 +597,10 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--holds-ms", type=float, default=100.0, help="newest-token p99 lag bound for 'holds'")
     parser.add_argument("--gguf-python", help="run gguf-mcp with this interpreter (its own installed gguf_mcp)")
     parser.add_argument("--ref", help="run gguf-mcp as of this git ref (exported; on --gguf-python or this venv)")
+    parser.add_argument(
+        "--gguf-env", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting for gguf-mcp (repeatable), e.g. GGUF_MCP_AUDIT_LOG=/tmp/audit.jsonl",
+    )  # fmt: skip
     parser.add_argument(
         "--server-path",
         metavar="DIR",

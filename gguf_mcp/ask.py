@@ -21,7 +21,7 @@ from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.dialects import OPENAI_CHAT
 from gguf_mcp.errors import GGUFMCPError, UnknownDeployment, error_text
 from gguf_mcp.redaction import Redactor
-from gguf_mcp.state import AppState
+from gguf_mcp.state import find_deployment
 from gguf_mcp.upstream import UpstreamClient, upstream_client
 
 EXIT_OK = 0
@@ -34,7 +34,7 @@ def run_ask(settings: Settings, prompt: str, *, deployment: str | None, max_toke
     unknown deployment. Raises `ConfigError` only."""
     http, upstream = upstream_client(settings)
     try:
-        dep = AppState(settings, upstream).deployment(deployment)
+        dep = find_deployment(settings, deployment)
     except UnknownDeployment as exc:
         print(report_error(exc, upstream.redactor), file=sys.stderr)
         return EXIT_USAGE

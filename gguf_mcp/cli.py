@@ -173,18 +173,20 @@ def _broken_pipe(exc: BaseException) -> bool:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     import anyio
 
     from gguf_mcp.identity import identity_for
     from gguf_mcp.server import build_server
-    from gguf_mcp.state import AppState
-    from gguf_mcp.upstream import upstream_client
+    from gguf_mcp.state import open_state
 
-    http, upstream = upstream_client(settings)  # a proxy it cannot use is a configuration error, now
+    # A proxy it cannot use, an audit log it cannot append to: configuration errors, now.
+    http, state = open_state(settings, metrics=settings.transport == "http")
+    state = replace(state, identity=identity_for(settings))
 
     async def serve() -> None:
         async with http:
-            state = AppState(settings, upstream, identity_for(settings))
             if settings.transport == "http":
                 from gguf_mcp.http import serve_http
 
@@ -192,8 +194,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             else:
                 await build_server(state).run_stdio_async()
 
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a terminal user stops the server
-        anyio.run(serve)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a terminal user stops the server
+            anyio.run(serve)
+    finally:
+        state.fairshare.close()
     return 0
 
 

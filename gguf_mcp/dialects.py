@@ -132,6 +132,20 @@ def usage(model: type[BaseModel], data: Any) -> Any:
     return model.model_validate({k: v for k, v in found.items() if isinstance(v, int) and not isinstance(v, bool)})
 
 
+def reported_tokens(data: Any) -> tuple[int | None, int | None]:
+    """The prompt and completion tokens an answer's `usage` reports, in either dialect's names
+    (OpenAI's `prompt_tokens`/`completion_tokens`, Anthropic's `input_tokens`/`output_tokens`)."""
+    found = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(found, dict):
+        return None, None
+    return _count(found, "prompt_tokens", "input_tokens"), _count(found, "completion_tokens", "output_tokens")
+
+
+def _count(usage: dict[str, Any], *names: str) -> int | None:
+    value = next((usage[name] for name in names if name in usage), None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _read_chat(data: Any, deployment: str) -> Reading:
     choice = data["choices"][0]
     message = choice.get("message") or {}

@@ -8,6 +8,7 @@ refused before it costs memory or reaches a deployment.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
@@ -17,7 +18,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from gguf_mcp.access import current_caller, deployments_for
-from gguf_mcp.config import Settings
+from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.dialects import (
     ANTHROPIC_MESSAGES,
     EMBEDDINGS,
@@ -37,8 +38,10 @@ from gguf_mcp.errors import (
     no_embeddings,
     unexpected_shape,
 )
-from gguf_mcp.generation import generate
+from gguf_mcp.fairshare import Call
+from gguf_mcp.generation import generate, reported, waiting_notices
 from gguf_mcp.health import ModelsResult, query_models
+from gguf_mcp.logs import request_id
 from gguf_mcp.schemas import accept_null, compact, prune
 from gguf_mcp.state import AppState
 
@@ -229,7 +232,7 @@ async def chat(
         "tool_choice": tool_choice,
         "response_format": response_format,
     }
-    return await _generate(ctx, OPENAI_CHAT, deployment, body, optional, deadline, max_tokens)
+    return await _generate(ctx, "chat", OPENAI_CHAT, deployment, body, optional, deadline)
 
 
 async def messages(
@@ -257,7 +260,7 @@ async def messages(
         "tools": tools,
         "tool_choice": tool_choice,
     }
-    return await _generate(ctx, ANTHROPIC_MESSAGES, deployment, body, optional, deadline, max_tokens)
+    return await _generate(ctx, "messages", ANTHROPIC_MESSAGES, deployment, body, optional, deadline)
 
 
 async def complete(
@@ -273,7 +276,7 @@ async def complete(
 ) -> Annotated[CallToolResult, CompletionResult]:
     """Continue a raw prompt (OpenAI completions, no chat template)."""
     optional = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "stop": stop, "seed": seed}
-    return await _generate(ctx, OPENAI_COMPLETION, deployment, {"prompt": prompt}, optional, deadline, max_tokens)
+    return await _generate(ctx, "complete", OPENAI_COMPLETION, deployment, {"prompt": prompt}, optional, deadline)
 
 
 async def embed(
@@ -288,11 +291,12 @@ async def embed(
     """Embed texts (OpenAI embeddings)."""
     state = ctx.request_context.lifespan_context
     dep = state.deployment(deployment)
-    try:
-        # No "model": llama-server then names the deployed model in its answer (sent "local", it echoes that).
-        data = await state.upstream.post(dep, EMBEDDINGS, {"input": input})
-    except NotSupported as exc:
-        raise no_embeddings(dep.name, exc) from None
+    async with _admitted(ctx, dep, "embed") as call:
+        try:
+            # No "model": llama-server then names the deployed model in its answer (sent "local", it echoes that).
+            data = reported(call, await state.upstream.post(dep, EMBEDDINGS, {"input": input}))
+        except NotSupported as exc:
+            raise no_embeddings(dep.name, exc) from None
     try:
         vectors = sorted(
             (Embedding(index=item["index"], embedding=item["embedding"]) for item in data["data"]),
@@ -321,32 +325,58 @@ async def embed(
 
 async def _generate(
     ctx: Ctx,
+    tool: str,
     dialect: Dialect,
     deployment: str | None,
     body: dict[str, Any],
     optional: dict[str, Any],
     deadline: float | None,
-    max_tokens: int | None,
 ) -> CallToolResult:
-    """The common path of chat, messages and complete: send, read, note incomplete or cut output."""
+    """The common path of chat, messages and complete: admit, send, read, note incomplete or cut output."""
     state = ctx.request_context.lifespan_context
     dep = state.deployment(deployment)
     # Unset arguments leave the deployment's defaults alone.
     body = {"model": "local", **body, **{k: v for k, v in optional.items() if v is not None}}
-    answer = await generate(
-        ctx, state.upstream, dep, dialect, body, deadline=deadline or state.settings.deadline, max_tokens=max_tokens
-    )
-    reading = dialect.read(answer.data, dep.name)
-    text = reading.text
-    if answer.deadline:
-        text += (
-            f"\n\n[Incomplete: stopped at the {answer.deadline:g} s deadline. Call again with a longer deadline, or "
-            "ask to continue from here.]"
+    deadline = deadline or state.settings.deadline
+    async with _admitted(ctx, dep, tool, max_tokens=body.get("max_tokens"), deadline=deadline) as call:
+        if call.max_tokens is not None:
+            body["max_tokens"] = call.max_tokens  # the client's cap
+        answer = await generate(ctx, state.upstream, dep, dialect, body, call, deadline=deadline)
+        reading = dialect.read(answer.data, dep.name)
+    return _result(reading.text + _notes(answer.deadline, reading.cut_by_max_tokens, call), reading.result)
+
+
+def _notes(deadline: float | None, cut: bool, call: Call) -> str:
+    """What the agent must know about the text: stopped at the deadline, cut at max_tokens, a lowered max_tokens."""
+    notes = []
+    if deadline:
+        notes.append(
+            f"[Incomplete: stopped at the {deadline:g} s deadline. Call again with a longer deadline, or ask to "
+            "continue from here.]"
         )
-    elif reading.cut_by_max_tokens:
-        cap = f"max_tokens={max_tokens}" if max_tokens else "the deployment's token limit"
-        text += f"\n\n[Output cut off: it reached {cap}. Call again with a larger max_tokens, or ask to continue.]"
-    return _result(text, reading.result)
+    elif cut:
+        cap = f"max_tokens={call.max_tokens}" if call.max_tokens else "the deployment's token limit"
+        notes.append(f"[Output cut off: it reached {cap}. Call again with a larger max_tokens, or ask to continue.]")
+    if call.max_tokens_note:
+        notes.append(call.max_tokens_note)
+    return "".join(f"\n\n{note}" for note in notes)
+
+
+def _admitted(
+    ctx: Ctx, dep: Deployment, tool: str, *, max_tokens: int | None = None, deadline: float | None = None
+) -> AbstractAsyncContextManager[Call]:
+    """The call admitted by the fair share (its caller's limits, a slot of `dep`), recorded when it ends."""
+    state = ctx.request_context.lifespan_context
+    return state.fairshare.call(
+        current_caller(state),
+        dep,
+        tool,
+        # Over HTTP the request id of the logs and X-Request-Id; over stdio the call's JSON-RPC id.
+        request_id=request_id.get() or ctx.request_id,
+        max_tokens=max_tokens,
+        deadline=deadline,
+        on_wait=waiting_notices(ctx, dep.name),
+    )
 
 
 def _result(text: str, structured: BaseModel, *, is_error: bool = False) -> CallToolResult:

@@ -25,7 +25,7 @@ import time
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio
@@ -92,6 +92,8 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(0)
+STALE_RESEND = "stale connection"
+"""The retry reason of the one free resend of a request whose pooled connection was found dead."""
 
 
 _CLOSED = ("disconnected", "closed connection")
@@ -159,6 +161,26 @@ def _stale(exc: httpx2.TransportError) -> bool:
     return isinstance(exc, httpx2.RemoteProtocolError) and "without sending a response" in str(exc)
 
 
+class Observer(Protocol):
+    """Told of every attempt's outcome and every retry (the metrics: `gguf_mcp.fairshare.Metrics`)."""
+
+    def upstream_response(self, deployment: str, route: str, status: int | str) -> None:
+        """An attempt's HTTP status, or how it failed without one (a `TransportFailure`)."""
+
+    def upstream_retry(self, deployment: str, route: str, reason: str) -> None:
+        """A request sent again: `reason` is the failed attempt's error label, or `stale connection`."""
+
+
+class _Unobserved:
+    """Nobody listening (a no-op call costs less than a branch per attempt and keeps `_send` simple)."""
+
+    def upstream_response(self, deployment: str, route: str, status: int | str) -> None:
+        pass
+
+    def upstream_retry(self, deployment: str, route: str, reason: str) -> None:
+        pass
+
+
 def open_http_client(settings: Settings) -> httpx2.AsyncClient:
     """The process's one pooled HTTP client; raises `ConfigError` for a proxy it cannot use."""
     timeout = httpx2.Timeout(
@@ -191,11 +213,20 @@ class UpstreamClient:
 
     `http` is the pooled client (`open_http_client`, or one over `httpx2.MockTransport` in tests);
     whoever made it closes it. `redactor` masks the settings' secrets; it is the process's one,
-    which the tools and resources also hand to `gguf_mcp.errors.error_text`.
+    which the tools and resources also hand to `gguf_mcp.errors.error_text`. `observer` hears
+    every attempt and retry.
     """
 
-    def __init__(self, http: httpx2.AsyncClient, settings: Settings, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        http: httpx2.AsyncClient,
+        settings: Settings,
+        retry: RetryPolicy | None = None,
+        *,
+        observer: Observer | None = None,
+    ) -> None:
         self._http = http
+        self._observer: Observer = observer or _Unobserved()
         self._timeout = settings.timeout
         self._retry = retry or RetryPolicy(settings.max_retries)
         self.redactor = Redactor(settings.secrets)
@@ -300,16 +331,21 @@ class UpstreamClient:
         started = time.monotonic()
         retries = sent = 0
         stale_resend = True
+        observer = self._observer
         while True:
             sent += 1
             try:
                 response = await self._open(dep, method, endpoint, content)
             except httpx2.TransportError as exc:
+                failure, detail = _failure(exc)
+                observer.upstream_response(dep.name, endpoint.route, failure)
                 if stale_resend and _stale(exc):
                     stale_resend = False
+                    observer.upstream_retry(dep.name, endpoint.route, STALE_RESEND)
                     continue
-                error = error_for_transport(dep.name, dep.base_url, *_failure(exc), self._timeout)
+                error = error_for_transport(dep.name, dep.base_url, failure, detail, self._timeout)
             else:
+                observer.upstream_response(dep.name, endpoint.route, response.status_code)
                 if response.status_code < 300:
                     return response
                 error = await self._refusal(dep, response)
@@ -321,6 +357,7 @@ class UpstreamClient:
                 "%s %s on %r failed (%s); retrying in %.1f s",
                 *(method, endpoint.route, dep.name, type(error).__name__, wait),
             )
+            observer.upstream_retry(dep.name, endpoint.route, error.label)
             await anyio.sleep(wait)
             retries += 1
 
@@ -402,7 +439,7 @@ class UpstreamClient:
         return data if self.redactor.clean(content) else self.redactor.data(data)
 
 
-def upstream_client(settings: Settings) -> tuple[httpx2.AsyncClient, UpstreamClient]:
+def upstream_client(settings: Settings, observer: Observer | None = None) -> tuple[httpx2.AsyncClient, UpstreamClient]:
     """The pooled HTTP client and the upstream client over it; raises `ConfigError` before anything runs."""
     http = open_http_client(settings)
-    return http, UpstreamClient(http, settings)
+    return http, UpstreamClient(http, settings, observer=observer)

@@ -18,6 +18,7 @@ from mcp.client.stdio import stdio_client
 from gguf_mcp.access import resource_refusal, tool_refusal, visible_tool
 from gguf_mcp.clients import Caller, ClientPolicy
 from gguf_mcp.config import load_settings
+from gguf_mcp.fairshare import FairShare
 from gguf_mcp.server import build_server
 from gguf_mcp.state import AppState
 from gguf_mcp.upstream import UpstreamClient
@@ -34,7 +35,8 @@ def offline_state(workdir: Path, clients: str = "") -> AppState:
     tables = "".join(f'[deployments.{n}]\nbase_url = "http://127.0.0.1:9"\n' for n in ("alpha", "beta", "gamma"))
     config.write_text(tables + clients)
     settings = load_settings({}, {"GGUF_MCP_CONFIG": str(config)})
-    return AppState(settings, UpstreamClient(httpx2.AsyncClient(), settings))
+    upstream = UpstreamClient(httpx2.AsyncClient(), settings)
+    return AppState(settings, upstream, fairshare=FairShare.for_settings(settings, upstream))
 
 
 @pytest.fixture

@@ -107,10 +107,11 @@ WRITER = textwrap.dedent(
     from gguf_mcp.fairshare.audit import AuditLog, AuditRecord
     log = AuditLog.open(sys.argv[1])
     name = sys.argv[2] + "-" + "y" * 5000
-    print("writing", flush=True)
     n = 0
     while True:
         log.write(AuditRecord("t", str(n), name, "dep", "chat", 1, n, 0.0, 1.0, "ok"))
+        if n == 0:
+            print("writing", flush=True)  # after its first record: each writer has one before the kill
         n += 1
     """
 )

@@ -150,6 +150,22 @@ class Harness:
                 call.holding = False
         call.done = True
 
+    async def play(self, kind: str, pick: int) -> Running | None:
+        """One step of a script: a call arrives, one holding a slot finishes (returned), or one waiting is
+        cancelled; then every task runs until it blocks."""
+        holders = [c for c in self.calls if c.holding]
+        waiters = [c for c in self.live if not c.holding]
+        finished = None
+        if kind == "arrive":
+            self.start("ABC"[pick % 3])
+        elif kind == "finish" and holders:
+            finished = holders[pick % len(holders)]
+            finished.finish.set()
+        elif kind == "cancel" and waiters:
+            waiters[pick % len(waiters)].scope.cancel()
+        await settle()
+        return finished
+
     @property
     def holding(self) -> int:
         return sum(c.holding for c in self.calls)
@@ -170,15 +186,7 @@ async def test_never_more_than_slots_and_every_call_gets_one_or_leaves(slots: in
     async with anyio.create_task_group() as tg:
         h = Harness(queue, tg)
         for kind, pick in script:
-            holders = [c for c in h.calls if c.holding]
-            waiters = [c for c in h.live if not c.holding]
-            if kind == "arrive":
-                h.start("ABC"[pick % 3])
-            elif kind == "finish" and holders:
-                holders[pick % len(holders)].finish.set()
-            elif kind == "cancel" and waiters:
-                waiters[pick % len(waiters)].scope.cancel()
-            await settle()
+            await h.play(kind, pick)
             assert h.holding <= slots
             # No slot idles while a call waits, and the queue's count is the truth.
             assert h.holding == min(slots, len(h.live)) == queue.busy
@@ -339,7 +347,7 @@ async def test_a_slot_handed_to_a_call_cancelled_before_it_ran_is_given_back() -
     async with anyio.create_task_group() as tg:
         tg.start_soon(waiter)
         await telling.wait()
-        queue.release()  # hands the slot to the waiter, still inside on_wait ...
+        queue.release("H")  # hands the slot to the waiter, still inside on_wait ...
         assert queue.busy == 1
         scope.cancel()  # ... which is cancelled there
         await settle()
@@ -402,3 +410,122 @@ async def test_the_queue_length_metric_hook_hears_every_start_and_stop_of_a_wait
         await settle()
         release.set()
     assert changes == [("dep", "b", 1), ("dep", "c", 1), ("dep", "b", -1), ("dep", "c", -1)]
+
+
+# --- The grace: a slot held for a client whose last call just ended ----------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+GRACE = 1000.0
+"""Long in real seconds, so that only the test's clock ends a grace: `tick` moves it and calls `expire`,
+which is what a waiting call's own timer does when the grace is over."""
+
+GraceStep = tuple[str, int]
+grace_steps = st.lists(
+    st.tuples(st.sampled_from(["arrive", "finish", "finish and return", "cancel", "tick"]), st.integers(0, 99)),
+    max_size=60,
+)
+
+
+@given(slots=st.integers(1, 4), script=grace_steps)
+@settings(max_examples=80, deadline=None)
+async def test_a_slot_idles_while_calls_wait_only_when_held_within_its_grace(
+    slots: int, script: list[GraceStep]
+) -> None:
+    clock = FakeClock()
+    queue = FairQueue("dep", slots, grace=GRACE, clock=clock)
+    async with anyio.create_task_group() as tg:
+        h = Harness(queue, tg)
+        for kind, pick in script:
+            if kind == "tick":
+                clock.now += GRACE * (pick % 3) / 2  # 0, half a grace, a whole one
+                queue.expire()
+                await settle()
+            finished = await h.play(kind.removesuffix(" and return"), pick)
+            if finished is not None and kind == "finish and return":  # its next call, one round trip later
+                held_for_it = finished.client in queue.held
+                back = h.start(finished.client)
+                await settle()
+                assert back.holding or not held_for_it, "a client back within its grace waits"
+            held = queue.held
+            live_clients = {c.client for c in h.live}
+            assert queue.busy == h.holding + len(held) <= slots
+            # A slot idles while a call waits only when it is held, and only within its grace ...
+            if queue.waiting:
+                assert queue.busy == slots, (queue.busy, held)
+            assert all(until > clock.now for until in held.values()), (clock.now, held)
+            # ... for a client with no call running or waiting.
+            assert not held.keys() & live_clients, (held, live_clients)
+            assert queue.waiting == len(h.live) - h.holding
+        tg.cancel_scope.cancel()
+
+
+async def test_a_client_back_within_its_grace_takes_its_slot_before_the_queued_calls() -> None:
+    clock = FakeClock()
+    queue = FairQueue("dep", 1, grace=GRACE, clock=clock)
+    served: list[str] = []
+    with anyio.fail_after(10):  # a slot held for ever would hang here: fail instead
+        await served_in_turn(queue, clock, served)
+    assert served == ["B1", "B2", "A1", "A2"]
+
+
+async def served_in_turn(queue: FairQueue, clock: FakeClock, served: list[str]) -> None:
+    async with anyio.create_task_group() as tg:
+        done = {client: anyio.Event() for client in ("B1", "A1", "A2", "B2")}
+
+        async def call(client: str, name: str) -> None:
+            async with queue.slot(client):
+                served.append(name)
+                await done[name].wait()
+
+        tg.start_soon(call, "B", "B1")
+        await settle()
+        for name in ("A1", "A2"):
+            tg.start_soon(call, "A", name)
+            await settle()
+        done["B1"].set()  # B's one call ends while A's wait: its slot is held for it ...
+        await settle()
+        assert (served, queue.held) == (["B1"], {"B": GRACE})
+        tg.start_soon(call, "B", "B2")  # ... and its next call takes it, ahead of A's
+        await settle()
+        assert served == ["B1", "B2"] and queue.held == {}
+        done["B2"].set()  # held again: B does not come back, and its grace ends
+        await settle()
+        clock.now += GRACE
+        queue.expire()
+        for name in ("A1", "A2"):
+            done[name].set()
+
+
+async def test_a_held_slot_goes_to_the_waiting_calls_once_its_grace_is_over() -> None:
+    """With the real clock: the waiting call's own timer gives the slot up (no test clock moves it)."""
+    queue = FairQueue("dep", 1, grace=0.01)
+    await queue.acquire("B")
+    got = anyio.Event()
+
+    async def a_call() -> None:
+        async with queue.slot("A"):
+            got.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a_call)
+        await settle()
+        queue.release("B")  # B's last call ended while A waits: held for B, who never comes back
+        assert queue.held.keys() == {"B"}
+        with anyio.fail_after(10):  # a hold that never ends would hang here: fail instead
+            await got.wait()
+    assert (queue.busy, queue.waiting, queue.held) == (0, 0, {})
+
+
+async def test_no_slot_is_held_when_nobody_else_waits() -> None:
+    queue = FairQueue("dep", 2, grace=GRACE, clock=FakeClock())
+    await queue.acquire("B")
+    queue.release("B")
+    assert (queue.busy, queue.held) == (0, {})

@@ -22,6 +22,7 @@ from gguf_mcp.config import Deployment, Settings, load_settings
 from gguf_mcp.dialects import CHAT
 from gguf_mcp.errors import ClientLimitReached, UpstreamBusy
 from gguf_mcp.fairshare import AuditLog, FairShare, Metrics
+from gguf_mcp.fairshare.queue import FairQueue
 from gguf_mcp.fairshare.slots import RETRY_S, Queues
 from gguf_mcp.streams import ChatStream
 from gguf_mcp.upstream import UpstreamClient
@@ -111,12 +112,36 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
 # --- Slots ----------------------------------------------------------------------------------------
 
 
+async def overlapping(queues: Queues, dep: Deployment) -> FairQueue:
+    """The deployment's queue as a call sees it that arrives while another is in flight."""
+    queue = await queues.get(dep)
+    await queue.acquire("someone")
+    try:
+        return await queues.get(dep)
+    finally:
+        queue.release("someone")
+
+
 async def test_the_slot_count_is_llama_servers_own(llama_server: LlamaServer, tmp_path: Path) -> None:
     settings = direct(llama_server)
     async with fair_share(settings, tmp_path) as (fs, metrics, _):
-        queue = await fs.queues.get(settings.deployments["default"])
+        queue = await overlapping(fs.queues, settings.deployments["default"])
         assert queue.slots == 4  # the fixture's --parallel 4, from GET /props
         assert sample(metrics, "gguf_mcp_deployment_slots", deployment="default") == 4
+
+
+async def test_one_call_at_a_time_never_asks_for_the_slot_count(
+    gw: Gateway, llama_server: LlamaServer, tmp_path: Path
+) -> None:
+    settings = via_gateway(gw, tmp_path, "dep")
+    dep = settings.deployments["dep"]
+    async with fair_share(settings, tmp_path) as (fs, _, upstream):
+        for _ in range(3):
+            await chat(fs, upstream, dep, TEAM_A, max_tokens=2)
+        assert (await fs.queues.get(dep)).slots is None
+        assert [r.path for r in gw.requests_for("dep")] == ["/v1/chat/completions"] * 3
+        assert (await overlapping(fs.queues, dep)).slots == 4  # two at once: now it matters
+    assert [r.path for r in gw.requests_for("dep")][3:] == ["/props"]
 
 
 async def test_max_concurrency_overrides_the_server_and_props_is_never_asked(
@@ -125,6 +150,7 @@ async def test_max_concurrency_overrides_the_server_and_props_is_never_asked(
     settings = via_gateway(gw, tmp_path, "dep")
     async with fair_share(settings, tmp_path, max_concurrency={"dep": 2}) as (fs, _, _):
         assert (await fs.queues.get(settings.deployments["dep"])).slots == 2
+        assert (await overlapping(fs.queues, settings.deployments["dep"])).slots == 2
     assert [r.path for r in gw.requests_for("dep")] == []
 
 
@@ -133,8 +159,8 @@ async def test_a_deployment_without_props_is_not_queued_and_not_asked_again(gate
     settings = via_gateway(gateway, tmp_path, "canned")
     dep = settings.deployments["canned"]
     async with fair_share(settings, tmp_path) as (fs, _, _):
-        assert (await fs.queues.get(dep)).slots is None
-        assert (await fs.queues.get(dep)).slots is None
+        assert (await overlapping(fs.queues, dep)).slots is None
+        assert (await overlapping(fs.queues, dep)).slots is None
     assert [r.path for r in gateway.requests_for("canned")] == ["/props"]
 
 
@@ -147,12 +173,12 @@ async def test_a_props_failure_that_may_heal_is_asked_again_a_minute_later(
     now = [0.0]
     async with open_upstream(settings) as upstream:
         queues = Queues(upstream, clock=lambda: now[0])
-        assert (await queues.get(dep)).slots is None
+        assert (await overlapping(queues, dep)).slots is None
         now[0] = RETRY_S - 1
-        assert (await queues.get(dep)).slots is None
+        assert (await overlapping(queues, dep)).slots is None
         assert len(gw.requests_for("dep")) == 1
         now[0] = RETRY_S
-        assert (await queues.get(dep)).slots == 4
+        assert (await overlapping(queues, dep)).slots == 4
     assert [r.path for r in gw.requests_for("dep")] == ["/props", "/props"]
 
 
@@ -214,7 +240,7 @@ async def test_a_call_waiting_past_its_deadline_is_saturated_and_sends_nothing(
         await queue.acquire("someone")  # the one slot, busy
         with pytest.raises(UpstreamBusy) as busy:
             await chat(fs, upstream, dep, TEAM_B, deadline=0.05)
-        queue.release()
+        queue.release("someone")
     assert "the call's 0.05 s deadline" in str(busy.value)
     assert gw.requests_for("dep") == []
     (record,) = audit_lines(tmp_path)

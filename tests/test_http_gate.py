@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from gguf_mcp.config import load_settings
+from gguf_mcp.fairshare import FairShare
 from gguf_mcp.http import build_app
 from gguf_mcp.http.auth import scope_refusal
 from gguf_mcp.identity import IdentifiedToken, IdentityVerifier, identity_for
@@ -60,7 +61,9 @@ def serve() -> Iterator[Any]:
         settings = load_settings({"transport": "http"}, environ)
         plain = identity_for(settings)
         verifier = CountingVerifier(plain.directory, plain.access_tokens)
-        app = build_app(AppState(settings, UpstreamClient(httpx2.AsyncClient(), settings), verifier))
+        upstream = UpstreamClient(httpx2.AsyncClient(), settings)
+        fairshare = FairShare.for_settings(settings, upstream)
+        app = build_app(AppState(settings, upstream, fairshare=fairshare, identity=verifier))
         client = TestClient(app, base_url=BASE)
         clients.append(client.__enter__())  # runs the lifespan: the SDK's session manager
         return client, verifier

@@ -8,6 +8,7 @@ down afterwards so the rest of the session records nothing).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -22,7 +23,12 @@ from gguf_mcp.clients import Caller, ClientPolicy
 from gguf_mcp.config import load_settings
 from gguf_mcp.fairshare import FairShare
 from gguf_mcp.fairshare.tracing import annotate_span
+from gguf_mcp.server import build_server
+from gguf_mcp.state import open_state
 from gguf_mcp.upstream import UpstreamClient
+from tests.support.calls import Progress
+from tests.support.gateway import ACCOUNT_KEY, Gateway
+from tests.support.llama import LlamaServer
 
 
 @pytest.fixture
@@ -76,3 +82,35 @@ async def test_a_fair_share_call_annotates_the_span_when_it_ends(exporter: InMem
     attributes = span.attributes or {}
     assert attributes["gen_ai.request.model"] == "default"
     assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (9, 3)
+
+
+async def test_the_servers_tool_calls_carry_the_usage_on_the_sdks_span(
+    exporter: InMemorySpanExporter, gw: Gateway, llama_server: LlamaServer, tmp_path: Path
+) -> None:
+    """gguf-mcp's own server (its state as the CLI builds it) over llama.cpp's, plain and streamed."""
+    config = tmp_path / "gguf-mcp.toml"
+    config.write_text(f'[deployments.dep-main]\nbase_url = "{gw.base_url_for("dep-main")}"\n')
+    settings = load_settings({}, {"GGUF_MCP_CONFIG": str(config), "MODELSLAB_API_KEY": ACCOUNT_KEY})
+    http, state = open_state(settings, metrics=False)
+    messages = [{"role": "user", "content": "Hi"}]
+    async with http, Client(build_server(state), mode="legacy") as client:
+        plain = await client.call_tool("chat", {"messages": messages, "max_tokens": 3})
+        streamed = await client.call_tool(
+            "messages", {"messages": messages, "max_tokens": 4}, progress_callback=Progress()
+        )
+    spans = {s.name: s.attributes or {} for s in exporter.get_finished_spans() if s.name.startswith("tools/call")}
+    chat_usage = (plain.structured_content or {})["usage"]
+    messages_usage = (streamed.structured_content or {})["usage"]
+    assert spans["tools/call chat"]["gen_ai.request.model"] == "dep-main"
+    assert spans["tools/call chat"]["gen_ai.response.model"] == llama_server.model_id
+    assert (
+        spans["tools/call chat"]["gen_ai.usage.input_tokens"],
+        spans["tools/call chat"]["gen_ai.usage.output_tokens"],
+    ) == (
+        chat_usage["prompt_tokens"],
+        chat_usage["completion_tokens"],
+    )
+    assert (
+        spans["tools/call messages"]["gen_ai.usage.input_tokens"],
+        spans["tools/call messages"]["gen_ai.usage.output_tokens"],
+    ) == (messages_usage["input_tokens"], messages_usage["output_tokens"])

@@ -358,9 +358,13 @@ class Settings(BaseModel):
         if target is None or target == "-":
             return target
         path = expand_user(Path(target))
-        if path.is_dir():
+        try:
+            is_dir, parent_missing = path.is_dir(), not path.parent.is_dir()
+        except OSError:  # a name the file system refuses (too long): opening it at start says why, in one line
+            return str(path)
+        if is_dir:
             raise ValueError(f"{target!r} is a directory; name a file to append to (or - for stderr)")
-        if not path.parent.is_dir():
+        if parent_missing:
             raise ValueError(f"the directory of {target!r} does not exist; create it first (or use - for stderr)")
         return str(path)
 

@@ -149,3 +149,10 @@ def audit_log_unwritable(target: str, reason: str) -> ConfigError:
         f"GGUF_MCP_AUDIT_LOG={cut(plain(target), 200)} cannot be opened for appending ({reason}). Point it at a "
         "writable file, or set it to - for stderr."
     )
+
+
+def metrics_dir_unusable(path: str) -> ConfigError:
+    return ConfigError(
+        f"PROMETHEUS_MULTIPROC_DIR={cut(plain(path), 200)} is not a directory gguf-mcp can write (each worker keeps "
+        "its metrics there). Create it, empty, before starting the server; or unset it for a single process."
+    )

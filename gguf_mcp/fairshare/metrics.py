@@ -35,32 +35,20 @@ values there and `/metrics`, whichever worker answers, sums them; gauges count l
 from __future__ import annotations
 
 import os
-from typing import Any, get_args
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, multiprocess
 from prometheus_client.exposition import choose_encoder
 
-from gguf_mcp.clients import Caller
-from gguf_mcp.errors import TransportFailure
+from gguf_mcp.errors import metrics_dir_unusable
+from gguf_mcp.fairshare.labels import OAUTH_CLIENT, client_label, status_label
 
-OAUTH_CLIENT = "oauth"
-"""The client label of every OAuth client that no `[clients.*]` table names (its id is unbounded)."""
+__all__ = ["OAUTH_CLIENT", "Metrics", "client_label", "status_label"]
+
 PER_CALL = ("deployment", "tool", "client", "outcome")
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-_FAILURES = frozenset(get_args(TransportFailure))
-
-
-def client_label(caller: Caller) -> str:
-    return caller.name if caller.configured else OAUTH_CLIENT
-
-
-def status_label(status: int | str) -> str:
-    """An HTTP status as its number, a transport failure as its kind; anything else `other`."""
-    if isinstance(status, int):
-        return str(status) if 100 <= status <= 599 else "other"
-    return status if status in _FAILURES else "other"
 
 
 class Metrics:
@@ -69,6 +57,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # prometheus_client chose its value store when first imported: mmap files under this directory, or memory.
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if self.multiprocess_dir is not None and not _writable_dir(self.multiprocess_dir):
+            raise metrics_dir_unusable(self.multiprocess_dir)  # at start, not in the first call
         self._registry = registry if registry is not None else CollectorRegistry()
         reg = self._registry
         if self.multiprocess_dir is None:
@@ -168,10 +158,10 @@ class Metrics:
 
     def upstream_response(self, deployment: str, route: str, status: int | str) -> None:
         """Every answer from a deployment (each attempt), or the transport failure that replaced it."""
-        self._responses.labels(deployment, route, status_label(status)).inc()
+        self._child(self._responses, deployment, route, status_label(status)).inc()
 
     def upstream_retry(self, deployment: str, route: str, reason: str) -> None:
-        self._retries.labels(deployment, route, reason).inc()
+        self._child(self._retries, deployment, route, reason).inc()
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition for `GET /metrics` and its content type (OpenMetrics if `accept` asks for it)."""
@@ -186,3 +176,7 @@ class Metrics:
         """At the process's exit: its live gauges leave the sum (multiprocess mode)."""
         if self.multiprocess_dir is not None:
             multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]
+
+
+def _writable_dir(path: str) -> bool:
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)

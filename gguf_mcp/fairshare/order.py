@@ -33,6 +33,10 @@ class WaitOrder(Protocol[T]):
         """How many waiting calls get a slot before this one, if no other call arrives."""
         ...
 
+    def __contains__(self, client: object) -> bool:
+        """Whether `client` has a call waiting."""
+        ...
+
     def __len__(self) -> int: ...
 
 
@@ -104,6 +108,9 @@ class Rotation(Generic[T]):
             if other != client
         )
 
+    def __contains__(self, client: object) -> bool:
+        return client in self._waiting
+
     def __len__(self) -> int:
         return self._size
 
@@ -128,6 +135,9 @@ class FirstCome(Generic[T]):
 
     def ahead(self, client: str, item: T) -> int:
         return next(i for i, entry in enumerate(self._waiting) if entry[1] is item)
+
+    def __contains__(self, client: object) -> bool:
+        return any(waiting == client for waiting, _ in self._waiting)
 
     def __len__(self) -> int:
         return len(self._waiting)

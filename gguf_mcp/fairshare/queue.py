@@ -6,6 +6,14 @@ waits here rather than in llama-server's own first-come queue, so that the order
 queue at once, and a wait past its bound is the `saturated` error, never silence. A freed slot is
 handed to the next waiting call directly (no call that arrives later can take it first).
 
+One exception, `grace`: when a client's last running call ends while other clients' calls wait,
+its slot is held for it that long, because its next call is most likely a round trip away (an
+agent reads the answer and calls again). Handed over at once, the slot would go to a queued call
+and the returning client would wait a whole generation for the next one, however fair the order:
+a client making one call at a time would lose a turn on every call. Held, it loses nothing, at
+the price of one slot idle for its round trip (or the whole grace if it does not come back).
+That is the only time a slot idles while a call waits.
+
 One event loop owns a queue; nothing here blocks or awaits while the bookkeeping is inconsistent.
 """
 
@@ -48,13 +56,20 @@ class FairQueue:
         *,
         order: WaitOrder[Any] | None = None,
         on_queue: OnQueue | None = None,
+        grace: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.deployment = deployment
         self._slots = slots
-        self._busy = 0
+        self._busy = 0  # slots running a call, or held
         self._order: WaitOrder[Any] = order if order is not None else Rotation()
         self._on_queue = on_queue
-        self._watchers: set[_Waiter] = set()
+        self._watchers: set[_Waiter] = set()  # the waiting calls told their place
+        self._waiters: set[_Waiter] = set()  # every waiting call
+        self._grace = grace
+        self._clock = clock
+        self._running: dict[str, int] = {}  # client -> its calls holding a slot
+        self._held: dict[str, float] = {}  # client -> when the slot held for it is given up (clock)
 
     @property
     def slots(self) -> int | None:
@@ -74,6 +89,11 @@ class FairQueue:
     @property
     def waiting(self) -> int:
         return len(self._order)
+
+    @property
+    def held(self) -> dict[str, float]:
+        """The slots held for clients (see the module's docstring), by client: when each is given up."""
+        return dict(self._held)
 
     @asynccontextmanager
     async def slot(
@@ -95,7 +115,7 @@ class FairQueue:
         try:
             yield waited
         finally:
-            self.release()
+            self.release(client)
 
     async def acquire(
         self,
@@ -106,10 +126,8 @@ class FairQueue:
         within: float | None = None,
         bound: str = "time-out",
     ) -> float:
-        """Take a slot (waiting for it if none is free); `release()` gives it back. See `slot`."""
-        if self._slots is None or self._busy < self._slots:  # a free slot means nobody waits
-            self._busy += 1
-            self._order.took(client)
+        """Take a slot (waiting for it if none is free); `release(client)` gives it back. See `slot`."""
+        if self._took_at_once(client):
             return 0.0
         waiter = _Waiter(client, tag if tag is not None else client, watching=on_wait is not None)
         started = time.monotonic()
@@ -129,8 +147,53 @@ class FairQueue:
         self._abandon(waiter)
         raise saturated(self.deployment, waited, self._slots or 0, ahead, bound)
 
-    def release(self) -> None:
+    def _took_at_once(self, client: str) -> bool:
+        """Whether `client` got a slot without waiting: its own, held since its last call ended, or a free one."""
+        if self._held:
+            if self._held.pop(client, None) is not None:
+                self._took(client)
+                return True
+            self.expire()
+        if self._slots is not None and self._busy >= self._slots:
+            return False
+        self._busy += 1  # a free slot means nobody waits
+        self._took(client)
+        return True
+
+    def _took(self, client: str) -> None:
+        self._order.took(client)
+        self._running[client] = self._running.get(client, 0) + 1
+
+    def release(self, client: str) -> None:
+        """Give back a slot a call of `client` held."""
+        if self._ran(client) and self._worth_holding(client):
+            self._held[client] = self._clock() + self._grace  # its last call: the slot stays its own a moment
+            for waiter in self._waiters:  # each sets its timer to the grace's end (any one ends it)
+                waiter.wake.set()
+            return
         self._busy -= 1
+        self._dispatch()
+
+    def _worth_holding(self, client: str) -> bool:
+        """Other clients' calls wait, none of its own (which would take the slot in turn)."""
+        return self._grace > 0 and self._slots is not None and bool(self._order) and client not in self._order
+
+    def _ran(self, client: str) -> bool:
+        """One call of `client` ended; whether it was its last one running."""
+        running = self._running[client] - 1
+        if running:
+            self._running[client] = running
+            return False
+        del self._running[client]
+        return True
+
+    def expire(self) -> None:
+        """Give up the slots held past their grace, to the waiting calls (the waiting calls call this)."""
+        now = self._clock()
+        for client, until in list(self._held.items()):
+            if until <= now:
+                del self._held[client]
+                self._busy -= 1
         self._dispatch()
 
     async def _wait(self, waiter: _Waiter, on_wait: OnWait | None) -> None:
@@ -144,10 +207,13 @@ class FairQueue:
                 if ahead != told:
                     told = ahead
                     await on_wait(ahead)
-            await waiter.wake.wait()
+            with anyio.move_on_after(min(self._held.values(), default=math.inf) - self._clock()):
+                await waiter.wake.wait()
+            self.expire()
 
     def _push(self, waiter: _Waiter) -> None:
         self._order.push(waiter.client, waiter)
+        self._waiters.add(waiter)
         if waiter.watching:
             self._watchers.add(waiter)
         self._changed(waiter, +1)
@@ -155,8 +221,11 @@ class FairQueue:
     def _abandon(self, waiter: _Waiter) -> None:
         """A call that stops waiting: out of the queue, or its slot given back if it had just got one."""
         self._watchers.discard(waiter)
-        if waiter.granted:
-            self.release()
+        self._waiters.discard(waiter)
+        if waiter.granted:  # handed a slot, but gone before it ran: no client to hold it for
+            self._ran(waiter.client)
+            self._busy -= 1
+            self._dispatch()
         else:
             self._order.remove(waiter.client, waiter)
             self._changed(waiter, -1)
@@ -164,10 +233,12 @@ class FairQueue:
     def _dispatch(self) -> None:
         """Hand free slots to waiting calls, in the order's turn."""
         while self._order and (self._slots is None or self._busy < self._slots):
-            _, waiter = self._order.pop()
+            client, waiter = self._order.pop()
             waiter.granted = True
             self._busy += 1
+            self._running[client] = self._running.get(client, 0) + 1
             self._watchers.discard(waiter)
+            self._waiters.discard(waiter)
             waiter.wake.set()
             self._changed(waiter, -1)
 

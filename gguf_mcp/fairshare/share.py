@@ -19,20 +19,29 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 
 from gguf_mcp.clients import GENERATE_SCOPE, TOOL_SCOPES, Caller
-from gguf_mcp.config import Deployment
+from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.errors import GGUFMCPError
 from gguf_mcp.fairshare.audit import AuditLog, AuditRecord
+from gguf_mcp.fairshare.labels import client_label
 from gguf_mcp.fairshare.limits import Admission, ClientLimits
-from gguf_mcp.fairshare.metrics import Metrics, client_label
 from gguf_mcp.fairshare.order import FirstCome, Rotation
 from gguf_mcp.fairshare.queue import OnWait
 from gguf_mcp.fairshare.slots import Queues
 from gguf_mcp.fairshare.tracing import annotate_span
 from gguf_mcp.upstream import UpstreamClient
+
+if TYPE_CHECKING:  # prometheus_client is imported only by a process that collects metrics
+    from gguf_mcp.fairshare.metrics import Metrics
+
+GRACE_S = 0.05
+"""How long a slot stays held for a client whose last call just ended while others wait
+(`gguf_mcp.fairshare.queue`): its next call is one round trip away (MCP over HTTP on loopback:
+a few ms; across a network, tens)."""
 
 
 def waiting_message(deployment: str, ahead: int) -> str:
@@ -111,7 +120,9 @@ class FairShare:
         metrics: Metrics | None = None,
         audit: AuditLog | None = None,
         fair: bool = True,
+        grace: float = GRACE_S,
     ) -> None:
+        """`fair`: clients in turn (else first come first served); `grace`: see `GRACE_S`."""
         self.metrics = metrics
         self.audit = audit
         self.limits = ClientLimits()
@@ -119,7 +130,29 @@ class FairShare:
         on_queue = None if metrics is None else metrics.queued
         on_slots = None if metrics is None else metrics.deployment_slots
         order = Rotation if fair else FirstCome
-        self.queues = Queues(upstream, max_concurrency, order=order, on_queue=on_queue, on_slots=on_slots)
+        self.queues = Queues(
+            upstream, max_concurrency, order=order, on_queue=on_queue, on_slots=on_slots, grace=grace if fair else 0.0
+        )
+
+    @classmethod
+    def for_settings(
+        cls,
+        settings: Settings,
+        upstream: UpstreamClient,
+        *,
+        metrics: Metrics | None = None,
+        audit: AuditLog | None = None,
+    ) -> FairShare:
+        """The fair share of the configured deployments (their `max_concurrency`, the read time-out)."""
+        fixed = {d.name: d.max_concurrency for d in settings.deployments.values() if d.max_concurrency is not None}
+        return cls(upstream, read_timeout=settings.timeout, max_concurrency=fixed, metrics=metrics, audit=audit)
+
+    def close(self) -> None:
+        """At the process's exit: the audit trail closed, the metrics' live gauges out of the workers' sum."""
+        if self.audit is not None:
+            self.audit.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
     @asynccontextmanager
     async def call(

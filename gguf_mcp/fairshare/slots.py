@@ -4,16 +4,20 @@ The count is `max_concurrency` from the deployment's table when set (it override
 own), else `total_slots` from llama-server's `GET /props`, else unknown (calls are not queued:
 llama-server's own queue takes them, first come first served).
 
-`/props` is read on a deployment's first call, not at start-up: a deployment may be stopped or
-starting when gguf-mcp starts (GGUF Cloud scales pods), start-up stays as fast as before, and a
-server that never gets a call is never asked. The answer is kept for the life of the process (the
-slot count is a start-up flag of llama-server); only a failure that can heal (not ready, not
-answering, time-out) is retried, on a call at least `RETRY_S` later, meanwhile without a limit.
+`/props` is read when a deployment's calls first overlap (a call arrives while another is in
+flight), not at start-up nor on its first call: one call at a time never needs a queue (every
+server has a slot), a deployment may be stopped or starting when gguf-mcp starts (GGUF Cloud
+scales pods), start-up and the first call stay as fast as before, and a server that never gets
+two calls at once is never asked. The answer is kept for the life of the process (the slot
+count is a start-up flag of llama-server); only a failure that can heal (not ready, not
+answering, time-out) is retried, on an overlapping call at least `RETRY_S` later, meanwhile
+without a limit.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -55,7 +59,7 @@ def _positive_int(value: object) -> int | None:
 
 
 class Queues:
-    """One `FairQueue` per deployment, its slot count found on the deployment's first call."""
+    """One `FairQueue` per deployment, its slot count found when its calls first overlap."""
 
     def __init__(
         self,
@@ -65,51 +69,61 @@ class Queues:
         order: Callable[[], WaitOrder[Any]] = Rotation,
         on_queue: OnQueue | None = None,
         on_slots: Callable[[str, int | None], None] | None = None,
+        grace: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`grace`: how long a slot is held for a client whose last call ended (`FairQueue`)."""
         self._upstream = upstream
+        self._grace = grace
         self._fixed = dict(max_concurrency or {})
         self._order = order
         self._on_queue = on_queue
         self._on_slots = on_slots
         self._clock = clock
         self._queues: dict[str, FairQueue] = {}
-        self._retry_at: dict[str, float] = {}  # deployments whose /props read failed in a way that may heal
+        self._ask_at: dict[str, float] = {}  # deployments whose count is still to be asked, and from when
         self._reading: dict[str, anyio.Lock] = {}
 
     async def get(self, dep: Deployment) -> FairQueue:
-        """The deployment's queue; on its first call (or a due retry), after reading its slot count."""
-        queue = self._queues.get(dep.name)
-        if queue is not None and self._clock() < self._retry_at.get(dep.name, float("inf")):
-            return queue
-        async with self._reading.setdefault(dep.name, anyio.Lock()):
-            queue = self._queues.get(dep.name)
-            if queue is None or self._clock() >= self._retry_at.get(dep.name, float("inf")):
-                queue = await self._count(dep, queue)
+        """The deployment's queue; when a call overlaps another with the count unknown (or due a retry),
+        after reading it."""
+        queue = self._queues.get(dep.name) or self._new(dep)
+        if queue.busy and self._clock() >= self._ask_at.get(dep.name, math.inf):
+            async with self._reading.setdefault(dep.name, anyio.Lock()):
+                if self._clock() >= self._ask_at.get(dep.name, math.inf):  # nobody asked while this one waited
+                    self._counted(queue, await self._ask(dep))
         return queue
 
-    async def _count(self, dep: Deployment, queue: FairQueue | None) -> FairQueue:
-        slots = self._fixed.get(dep.name)
-        if slots is None:
-            slots = await self._ask(dep)
-        if queue is None:
-            queue = self._queues[dep.name] = FairQueue(dep.name, slots, order=self._order(), on_queue=self._on_queue)
+    def _new(self, dep: Deployment) -> FairQueue:
+        queue = FairQueue(dep.name, None, order=self._order(), on_queue=self._on_queue, grace=self._grace)
+        self._queues[dep.name] = queue
+        fixed = self._fixed.get(dep.name)
+        if fixed is None:
+            self._ask_at[dep.name] = -math.inf
         else:
-            queue.slots = slots
-        if self._on_slots is not None:
-            self._on_slots(dep.name, slots)
+            self._counted(queue, fixed)
         return queue
+
+    def _counted(self, queue: FairQueue, slots: int | None) -> None:
+        queue.slots = slots
+        if self._on_slots is not None:
+            self._on_slots(queue.deployment, slots)
 
     async def _ask(self, dep: Deployment) -> int | None:
         """The server's own slot count; a failure that may heal is asked again `RETRY_S` later."""
         try:
             slots = await read_total_slots(self._upstream, dep)
         except (UpstreamError, TimeoutError) as exc:
-            self._retry_at[dep.name] = self._clock() + RETRY_S
+            self._ask_at[dep.name] = self._clock() + RETRY_S
             why = exc.label if isinstance(exc, UpstreamError) else "time-out"
-            log.info("Deployment %r: no slot count yet (%s); asking again on a call after %g s", dep.name, why, RETRY_S)
+            log.info(
+                "Deployment %r: no slot count yet (%s); asking again when calls overlap after %g s",
+                dep.name,
+                why,
+                RETRY_S,
+            )
             return None
-        self._retry_at.pop(dep.name, None)
+        del self._ask_at[dep.name]
         if slots is None:
             log.warning(
                 "Deployment %r does not report its slot count (GET /props): its calls are not queued fairly. "

@@ -25,13 +25,13 @@ from gguf_mcp.http.auth import Challenges, client_auth, with_scopes_published
 from gguf_mcp.http.connections import GuardedH11Protocol, guarding_connections
 from gguf_mcp.http.gate import MCP_PATH, ClientGoneFilter, RequestIds, Verdict, guard_routes
 from gguf_mcp.http.hosts import SDK_HOST_CHECK_OFF, HostRules
+from gguf_mcp.http.metrics import METRICS_PATH, metrics_endpoint
 from gguf_mcp.http.readiness import Readiness, healthz
 from gguf_mcp.http.reloading import hangups_ignored, reload_on_sighup
 from gguf_mcp.identity import IdentityVerifier, identity_for
 from gguf_mcp.logs import announce, configure_logging
 from gguf_mcp.server import build_server
-from gguf_mcp.state import AppState
-from gguf_mcp.upstream import upstream_client
+from gguf_mcp.state import AppState, open_state
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _reloading(app: ASGIApp, state: AppState, identity: IdentityVerifier) -> ASG
 
 def _probes(state: AppState) -> dict[str, Endpoint]:
     """Routes for probes and scrapers: no client token, and a bare IP address is a valid Host."""
-    return {"/healthz": healthz, "/readyz": Readiness(state).endpoint}
+    return {"/healthz": healthz, "/readyz": Readiness(state).endpoint, METRICS_PATH: metrics_endpoint(state)}
 
 
 def create_app() -> ASGIApp:
@@ -116,24 +116,27 @@ def create_app() -> ASGIApp:
     hangups_ignored()
     try:
         settings = load_settings({"transport": "http"}, os.environ)
-        http, upstream = upstream_client(settings)
+        http, state = open_state(settings, metrics=True)
     except ConfigError as exc:
         print(report_config_error(exc), file=sys.stderr)
         # uvicorn's "failed to start" code: its supervisor then stops instead of restarting workers.
         raise SystemExit(STARTUP_FAILURE) from None
     configure_logging(settings)
-    return _closing(build_app(AppState(settings, upstream, identity_for(settings))), http)
+    return _closing(build_app(state), http, state)
 
 
-def _closing(app: ASGIApp, http: httpx2.AsyncClient) -> ASGIApp:
-    """`app`, closing the upstream connections when the ASGI server shuts it down."""
+def _closing(app: ASGIApp, http: httpx2.AsyncClient, state: AppState) -> ASGIApp:
+    """`app`, closing the upstream connections and the fair share when the ASGI server shuts it down."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             await app(scope, receive, send)
             return
-        async with http:
-            await app(scope, receive, send)
+        try:
+            async with http:
+                await app(scope, receive, send)
+        finally:
+            state.fairshare.close()
 
     return wrapped
 

@@ -9,6 +9,7 @@ import httpx2
 from mcp.server.mcpserver import MCPServer
 
 from gguf_mcp.config import Settings
+from gguf_mcp.fairshare import FairShare
 from gguf_mcp.server import build_server
 from gguf_mcp.state import AppState
 from gguf_mcp.upstream import UpstreamClient, upstream_client
@@ -24,5 +25,5 @@ async def open_upstream(settings: Settings) -> AsyncIterator[UpstreamClient]:
 
 def offline_server(settings: Settings) -> MCPServer[AppState]:
     """An MCP server for `settings` whose upstream is never opened (for tools/list and schemas)."""
-    state = AppState(settings, UpstreamClient(httpx2.AsyncClient(), settings))
-    return build_server(state)
+    upstream = UpstreamClient(httpx2.AsyncClient(), settings)
+    return build_server(AppState(settings, upstream, fairshare=FairShare.for_settings(settings, upstream)))
