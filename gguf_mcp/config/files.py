@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import ErrorDetails
 
 from gguf_mcp.config.options import expected
 from gguf_mcp.config.settings import DEFAULT_KEY_ENV, OPTION_BY_DEST, OPTIONS
@@ -142,7 +142,7 @@ def _toml_problem(exc: ValidationError) -> str:
     return _key_problem(error, f"{table} {'.'.join(loc[depth:])}", expected(model.model_fields[key]))
 
 
-def _top_level_problem(error: ErrorDetails, loc: list[str]) -> str:
+def _top_level_problem(error: Mapping[str, Any], loc: list[str]) -> str:
     if error["type"] == "extra_forbidden":
         return (
             f"unknown top-level key {loc[0]!r}; expected default, [deployments.<name>], [clients.<name>] and "
@@ -163,7 +163,7 @@ _KEY_PROBLEMS = {
 """How each kind of pydantic error reads for one key; the fallback is pydantic's own words."""
 
 
-def _key_problem(error: ErrorDetails, where: str, hint: str | None) -> str:
+def _key_problem(error: Mapping[str, Any], where: str, hint: str | None) -> str:
     """One key's problem; the value is quoted only for numbers, switches, choices and variable names."""
     if hint is not None:
         return f"{where} = {error['input']!r} is not {hint}."
