@@ -1,10 +1,19 @@
 """Shared fixtures: the real llama.cpp server, the gateway emulator, gguf-mcp under an MCP client."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
-from tests.support.gateway import Gateway
-from tests.support.llama import LlamaServer
-from tests.support.node_tools import NodeTools, ensure_node_tools
+# Before any support module is imported (as a plugin below, or by a test): their asserts are
+# rewritten too, so a failing check in a fixture says what it compared.
+pytest.register_assert_rewrite("tests.support")
+
+if TYPE_CHECKING:
+    from tests.support.gateway import Gateway
+    from tests.support.llama import LlamaServer
+    from tests.support.node_tools import NodeTools
 
 pytest_plugins = [
     "tests.support.llama",
@@ -22,6 +31,8 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def node_tools() -> NodeTools:
     """The pinned Node 22, conformance suite, Inspector and mcpb CLI (installed on first use)."""
+    from tests.support.node_tools import ensure_node_tools
+
     return ensure_node_tools()
 
 

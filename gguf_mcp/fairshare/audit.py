@@ -2,9 +2,13 @@
 or `-` for stderr). Who called which deployment and tool, how many tokens, how long it waited and
 took, and how it ended; never a prompt, an output, a key or a token.
 
-Each record is one `os.write` of the whole line to a descriptor opened with `O_APPEND`: the
-kernel places it at the end of the file whoever else appends (threads, worker processes), and a
-process killed between two records leaves whole lines only. No buffer holds half a line.
+Each record is one `os.write` of the whole line (a few hundred bytes: every field is bounded) to
+a descriptor opened with `O_APPEND`: the kernel places it at the end of the file whoever else
+appends (threads, worker processes), so lines never interleave, and no buffer holds half a line
+for a crash to lose. What no user-space code can prevent: a process killed (SIGKILL, the OOM
+killer) inside that one write, where the line crosses a page of the file, may leave the line's
+first part only. So a log is opened by ending such a torn last line: the next record starts on a
+line of its own, and a reader loses that one record at most (its line is not JSON).
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from gguf_mcp.errors import audit_log_unwritable
 log = logging.getLogger(__name__)
 
 STDERR = "-"
-MAX_REQUEST_ID = 128
-"""The longest request id written (the client chooses it): a record stays one short line."""
+MAX_FIELD = 128
+"""The longest request id or client name written (a client chooses its request ids, and an OAuth
+client_id is the authorization server's): a record stays one short line."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,8 @@ class AuditRecord:
     def line(self) -> bytes:
         record = dict(vars(self))  # asdict() deep-copies: a third of the record's cost
         if self.request_id is not None:
-            record["request_id"] = self.request_id[:MAX_REQUEST_ID]
+            record["request_id"] = self.request_id[:MAX_FIELD]
+        record["client"] = self.client[:MAX_FIELD]
         # ensure_ascii: whatever a name holds, the record is one line of ASCII.
         return (json.dumps(record, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
 
@@ -64,8 +70,15 @@ class AuditLog:
         if target == STDERR:
             return cls(2, owned=False)
         try:
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(target, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
+            raise audit_log_unwritable(target, exc.strerror or type(exc).__name__) from None
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.write(fd, b"\n")  # a record torn by a kill ends here (see the module docstring)
+        except OSError as exc:
+            os.close(fd)
             raise audit_log_unwritable(target, exc.strerror or type(exc).__name__) from None
         return cls(fd, owned=True)
 
