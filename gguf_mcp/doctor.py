@@ -43,6 +43,7 @@ from gguf_mcp.errors import (
     unexpected_shape,
 )
 from gguf_mcp.health import Health, check_models
+from gguf_mcp.httpclient import Pool
 from gguf_mcp.upstream import UpstreamClient, upstream_client
 
 EXIT_OK = 0
@@ -125,7 +126,7 @@ def run_doctor(settings: Settings) -> int:
     return anyio.run(_doctor, settings, http, upstream)
 
 
-async def _doctor(settings: Settings, http: Any, upstream: UpstreamClient) -> int:
+async def _doctor(settings: Settings, http: Pool, upstream: UpstreamClient) -> int:
     redactor = upstream.redactor
     checks: list[Check] = []
 
@@ -142,6 +143,7 @@ async def _doctor(settings: Settings, http: Any, upstream: UpstreamClient) -> in
     finished = [anyio.Event() for _ in deployments]
 
     async with http:
+        http.client()  # built now (it is built on first use): no check's time includes building it
 
         async def check(index: int) -> None:
             try:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx2
-
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.errors import UnknownDeployment
 from gguf_mcp.fairshare import AuditLog, FairShare
+from gguf_mcp.httpclient import Pool
 from gguf_mcp.upstream import UpstreamClient, upstream_client
 
 if TYPE_CHECKING:  # the SDK's import costs a second; `gguf-mcp ask` builds a state without it
@@ -50,7 +49,7 @@ def find_deployment(settings: Settings, name: str | None) -> Deployment:
         raise UnknownDeployment(name, deployments) from None
 
 
-def open_state(settings: Settings, *, metrics: bool) -> tuple[httpx2.AsyncClient, AppState]:
+def open_state(settings: Settings, *, metrics: bool) -> tuple[Pool, AppState]:
     """The process's state, and the pooled HTTP client under it (the caller enters and closes it).
 
     `metrics`: collect them (HTTP serves `/metrics`; stdio has nowhere to show them). Raises

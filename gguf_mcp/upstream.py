@@ -1,10 +1,9 @@
-"""HTTP to the deployments: one pooled httpx client, the right auth per protocol, one retry policy.
+"""HTTP to the deployments: the right auth per API, one retry policy, answers read within caps.
 
-The client is `httpx2`, the maintained line of httpx that the MCP SDK already installs and
-imports. It brings what a well-behaved HTTP client owes its user from the environment
-(`trust_env`): HTTPS_PROXY / HTTP_PROXY / ALL_PROXY with credentials, NO_PROXY, SSL_CERT_FILE /
-SSL_CERT_DIR and the system's CA store. Redirects are never followed: a deployment answering
-3xx would otherwise receive, elsewhere, the key and the prompt.
+Requests go through the process's one pooled client (`gguf_mcp.httpclient`: proxies and TLS from
+the environment, redirects never followed). Each is built here from what is fixed per deployment
+and route (its URL parsed once, its headers), not through the client's `build_request`, which
+would merge defaults, cookies and time-outs anew each time.
 
 Knows nothing about MCP, nor any API's particulars: an `Endpoint` (`gguf_mcp.dialects`) says
 which route, auth header and stream markers. Every request goes to a configured deployment's root
@@ -22,16 +21,13 @@ import random
 import re
 import ssl
 import time
-import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import anyio
 import httpx2
 
-from gguf_mcp import __version__
 from gguf_mcp.config import Deployment, Settings
 from gguf_mcp.dialects import Endpoint
 from gguf_mcp.errors import (
@@ -44,8 +40,8 @@ from gguf_mcp.errors import (
     stream_broken,
     stream_error,
     too_large,
-    unsupported_proxy,
 )
+from gguf_mcp.httpclient import HEADERS, Pool, timeouts
 from gguf_mcp.redaction import Redactor
 from gguf_mcp.streams import EventTooLarge, sse_events
 
@@ -56,9 +52,6 @@ log = logging.getLogger(__name__)
 MAX_BODY = 32 * 1024 * 1024
 MAX_EVENT = 1024 * 1024
 MAX_ERROR_BODY = 64 * 1024
-USER_AGENT = f"gguf-mcp/{__version__}"
-CONNECT_TIMEOUT_S = 10.0
-WRITE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -181,51 +174,25 @@ class _Unobserved:
         pass
 
 
-def open_http_client(settings: Settings) -> httpx2.AsyncClient:
-    """The process's one pooled HTTP client; raises `ConfigError` for a proxy it cannot use."""
-    timeout = httpx2.Timeout(
-        connect=CONNECT_TIMEOUT_S,
-        read=settings.timeout,
-        write=WRITE_TIMEOUT_S,
-        # Waiting for a free connection is queueing, not failing: as long as a generation may take.
-        pool=settings.timeout,
-    )
-    limits = httpx2.Limits(
-        max_connections=settings.upstream_connections,
-        max_keepalive_connections=settings.upstream_connections,  # a TLS handshake per call otherwise
-        keepalive_expiry=30.0,
-    )
-    try:
-        return httpx2.AsyncClient(
-            timeout=timeout,
-            limits=limits,
-            headers={"user-agent": USER_AGENT},
-            follow_redirects=False,
-            trust_env=True,
-        )
-    except (ImportError, ValueError):  # a socks proxy (httpx needs socksio), or another scheme
-        schemes = {urlsplit(url).scheme for url in urllib.request.getproxies().values()} - {"http", "https"}
-        raise unsupported_proxy(min(schemes) if schemes else "an unknown scheme") from None
-
-
 class UpstreamClient:
     """Sends requests to deployments and returns their parsed, redacted JSON, or raises `UpstreamError`.
 
-    `http` is the pooled client (`open_http_client`, or one over `httpx2.MockTransport` in tests);
-    whoever made it closes it. `redactor` masks the settings' secrets; it is the process's one,
+    `http` is the process's `Pool` (or a client over `httpx2.MockTransport` in tests); whoever
+    made it closes it. `redactor` masks the settings' secrets; it is the process's one,
     which the tools and resources also hand to `gguf_mcp.errors.error_text`. `observer` hears
     every attempt and retry.
     """
 
     def __init__(
         self,
-        http: httpx2.AsyncClient,
+        http: Pool | httpx2.AsyncClient,
         settings: Settings,
         retry: RetryPolicy | None = None,
         *,
         observer: Observer | None = None,
     ) -> None:
-        self._http = http
+        self._pool = http if isinstance(http, Pool) else Pool(settings, http)
+        self._extensions = {"timeout": timeouts(settings).as_dict()}
         self._observer: Observer = observer or _Unobserved()
         self._timeout = settings.timeout
         self._retry = retry or RetryPolicy(settings.max_retries)
@@ -235,15 +202,18 @@ class UpstreamClient:
             name: {"bearer": {"authorization": f"Bearer {k}"}, "x-api-key": {"x-api-key": k}}
             for name, k in keys.items()
         }
-        self._header_cache: dict[tuple[str, str], dict[str, str]] = {}  # built once per route: the hot path looks up
+        self._routes: dict[tuple[str, str, bool], tuple[httpx2.URL, dict[str, str]]] = {}
 
-    def _headers(self, dep: Deployment, endpoint: Endpoint) -> dict[str, str]:
-        """The deployment's key in the endpoint's auth header, plus the endpoint's own headers."""
-        cached = self._header_cache.get((dep.name, endpoint.route))
-        if cached is None:
-            cached = {**self._keys.get(dep.name, {}).get(endpoint.auth, {}), **endpoint.headers}
-            self._header_cache[(dep.name, endpoint.route)] = cached
-        return cached
+    def _route(self, dep: Deployment, endpoint: Endpoint, body: bool) -> tuple[httpx2.URL, dict[str, str]]:
+        """The URL and headers of a request to this deployment and route: built once, then looked up."""
+        found = self._routes.get((dep.name, endpoint.route, body))
+        if found is None:
+            headers = {**HEADERS, **self._keys.get(dep.name, {}).get(endpoint.auth, {}), **endpoint.headers}
+            if body:
+                headers["content-type"] = "application/json"
+            found = httpx2.URL(dep.base_url + endpoint.route), headers
+            self._routes[(dep.name, endpoint.route, body)] = found
+        return found
 
     async def get(self, dep: Deployment, endpoint: Endpoint, *, retry: RetryPolicy | None = None) -> Any:
         return await self._json(dep, await self._send(dep, "GET", endpoint, None, retry=retry))
@@ -363,11 +333,9 @@ class UpstreamClient:
 
     async def _open(self, dep: Deployment, method: str, endpoint: Endpoint, content: bytes | None) -> httpx2.Response:
         """One request sent; its response with the body unread, whatever the status."""
-        headers = self._headers(dep, endpoint)
-        if content is not None:
-            headers = {**headers, "content-type": "application/json"}
-        request = self._http.build_request(method, dep.base_url + endpoint.route, content=content, headers=headers)
-        response = await self._http.send(request, stream=True)
+        url, headers = self._route(dep, endpoint, content is not None)
+        request = httpx2.Request(method, url, content=content, headers=headers, extensions=self._extensions)
+        response = await self._pool.client().send(request, stream=True)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(  # the logging filter redacts secrets, even a key a proxy echoes back
                 "%s %s on %r: HTTP %d %s",
@@ -439,7 +407,8 @@ class UpstreamClient:
         return data if self.redactor.clean(content) else self.redactor.data(data)
 
 
-def upstream_client(settings: Settings, observer: Observer | None = None) -> tuple[httpx2.AsyncClient, UpstreamClient]:
-    """The pooled HTTP client and the upstream client over it; raises `ConfigError` before anything runs."""
-    http = open_http_client(settings)
-    return http, UpstreamClient(http, settings, observer=observer)
+def upstream_client(settings: Settings, observer: Observer | None = None) -> tuple[Pool, UpstreamClient]:
+    """The pool (`async with` it: it closes the client) and the upstream client over it; raises
+    `ConfigError` before anything runs for what would make the client fail (a proxy, a CA file)."""
+    pool = Pool(settings)
+    return pool, UpstreamClient(pool, settings, observer=observer)

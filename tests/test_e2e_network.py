@@ -161,3 +161,44 @@ def test_an_unsupported_proxy_scheme_stops_the_start_with_one_line_without_its_c
     assert "NO_PROXY" in line
     assert PROXY_PASSWORD not in done.stderr + done.stdout
     assert gw.requests_for(DEP) == []
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["--transport", "http"], ["doctor"], ["ask", "Hi"]], ids=["stdio", "http", "doctor", "ask"]
+)
+@pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "SSL_CERT_DIR"])
+def test_a_ca_bundle_that_is_not_there_stops_the_start_with_one_line(
+    gw: Gateway, tmp_path: Path, command: list[str], variable: str
+) -> None:
+    """The TLS context is built on first use (not at start), so what would break it is checked at start."""
+    missing = tmp_path / "no-such-ca"
+    env = base_env() | {"GGUF_BASE_URL": gw.base_url_for(DEP), variable: str(missing)}
+    done = subprocess.run(
+        [sys.executable, "-m", "gguf_mcp", *command],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"gguf-mcp: configuration error: {variable}={missing} cannot be used (it does not exist)")
+    assert gw.requests_for(DEP) == []
+
+
+async def test_a_ca_bundle_that_is_not_pem_is_said_at_the_first_call_which_builds_the_tls_context(
+    tmp_path: Path, gw: Gateway
+) -> None:
+    """Starting and listing tools builds no TLS context (the cold start's ~20 ms); the first call does,
+    and a CA file it cannot load is that call's error, one line naming the setting."""
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate\n")
+    env = {"GGUF_BASE_URL": gw.base_url_for(DEP), "SSL_CERT_FILE": str(garbage)}
+    async with Bridge("stdio", tmp_path).connect(env) as client:
+        assert {tool.name for tool in (await client.list_tools()).tools} >= {"chat", "messages"}
+        result = await client.call_tool("chat", {"messages": USER, "max_tokens": 1})
+    assert result.is_error
+    assert f"SSL_CERT_FILE={garbage} cannot be used" in text_of(result)
+    assert gw.requests_for(DEP) == []

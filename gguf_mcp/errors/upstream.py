@@ -185,6 +185,14 @@ def unsupported_proxy(scheme: str) -> ConfigError:
     )
 
 
+def tls_settings_unusable(name: str, value: str, reason: str) -> ConfigError:
+    """SSL_CERT_FILE or SSL_CERT_DIR names a CA bundle gguf-mcp cannot load."""
+    return ConfigError(
+        f"{name}={cut(plain(value), 200)} cannot be used ({cut(plain(reason), 120)}). Point it at your CA bundle (PEM "
+        "file for SSL_CERT_FILE, hashed directory for SSL_CERT_DIR), or unset it to use the system's CA store."
+    )
+
+
 def invalid_response(
     deployment: str, what: str, body: bytes, content_type: str | None, redactor: Redactor
 ) -> InvalidResponse:

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import anyio
-import httpx2
 import uvicorn
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from sse_starlette.sse import AppStatus
@@ -28,6 +27,7 @@ from gguf_mcp.http.hosts import SDK_HOST_CHECK_OFF, HostRules
 from gguf_mcp.http.metrics import METRICS_PATH, metrics_endpoint
 from gguf_mcp.http.readiness import Readiness, healthz
 from gguf_mcp.http.reloading import hangups_ignored, reload_on_sighup
+from gguf_mcp.httpclient import Pool
 from gguf_mcp.identity import IdentityVerifier, identity_for
 from gguf_mcp.logs import announce, configure_logging
 from gguf_mcp.server import build_server
@@ -125,7 +125,7 @@ def create_app() -> ASGIApp:
     return _closing(build_app(state), http, state)
 
 
-def _closing(app: ASGIApp, http: httpx2.AsyncClient, state: AppState) -> ASGIApp:
+def _closing(app: ASGIApp, http: Pool, state: AppState) -> ASGIApp:
     """`app`, closing the upstream connections and the fair share when the ASGI server shuts it down."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
