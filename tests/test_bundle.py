@@ -239,7 +239,7 @@ def test_the_committed_lock_matches_the_bundles_pyproject(tmp_path: Path) -> Non
     """`uv lock --check` on the bundle's files as staged; a dependency added without relocking is caught."""
     staging = tmp_path / "gguf-mcp"
     load_build_script().stage(staging)
-    check = [str(UV), "lock", "--check", "--offline", "--project", str(staging)]
+    check = [str(UV), "lock", "--check", "--project", str(staging)]
     env = {**os.environ, **UV_CACHE}
     current = subprocess.run(check, env=env, capture_output=True, text=True, timeout=120)
     assert current.returncode == 0, f"{current.stderr}\nrefresh it: .venv/bin/python scripts/build-bundle.py --lock"

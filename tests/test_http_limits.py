@@ -98,36 +98,50 @@ def uvicorn_worker(port: int) -> list[str]:
     return uvicorn_workers_argv(port, 1)
 
 
-def newest_uvicorn_worker(port: int) -> list[str]:
-    """The same command, run by a Python whose uvicorn is the newest release (tests/support/frameworks.py)."""
+def line(version: str) -> str:
+    """A uvicorn version's minor line ("0.55.0" -> "0.55")."""
+    return ".".join(version.split(".")[:2])
+
+
+def other_uvicorn() -> str:
+    """The overlay (tests/support/frameworks.py) holding the uvicorn line this venv does not run."""
+    (other,) = [
+        name for name in OVERLAYS if name.startswith("uvicorn-") and name != f"uvicorn-{line(uvicorn.__version__)}"
+    ]
+    return other
+
+
+def other_uvicorn_worker(port: int) -> list[str]:
+    """The same command, run by a Python whose uvicorn is the other line pyproject.toml allows."""
     _, *rest = uvicorn_workers_argv(port, 1)
-    return [str(ensure_framework("uvicorn-newest")), *rest]
+    return [str(ensure_framework(other_uvicorn())), *rest]
 
 
-def newest_uvicorn_gguf_mcp(port: int) -> list[str]:
+def other_uvicorn_gguf_mcp(port: int) -> list[str]:
     _, *rest = gguf_mcp_argv(port)
-    return [str(ensure_framework("uvicorn-newest")), *rest]
+    return [str(ensure_framework(other_uvicorn())), *rest]
 
 
 LAUNCHERS = {
     "gguf-mcp": gguf_mcp_argv,
     "uvicorn": uvicorn_worker,
-    "newest-uvicorn": newest_uvicorn_worker,
+    "other-uvicorn": other_uvicorn_worker,
 }
-"""GuardedH11Protocol extends uvicorn's own (not public) class: its guards run under the newest uvicorn too."""
+"""GuardedH11Protocol extends uvicorn's own (not public) class: its guards run under both lines the range allows."""
 
 
 def test_the_guards_run_under_each_uvicorn_line_the_dependency_allows() -> None:
-    """pyproject.toml's uvicorn range spans this venv's uvicorn and the newest, which the tests below also run."""
-    python = ensure_framework("uvicorn-newest")
+    """pyproject.toml's uvicorn range is exactly the lines the guard tests run under: this venv's and the other one."""
     code = "import uvicorn; print(uvicorn.__version__)"
-    newest = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert f"uvicorn=={newest}" in OVERLAYS["uvicorn-newest"]
-    assert version_tuple(newest) > version_tuple(uvicorn.__version__)
+    python = ensure_framework(other_uvicorn())
+    other = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert f"uvicorn=={other}" in OVERLAYS[other_uvicorn()]
     (floor, ceiling), *others = re.findall(r'"uvicorn>=([\d.]+),<([\d.]+)"', PYPROJECT.read_text())
     assert others == []
-    assert version_tuple(floor) <= version_tuple(uvicorn.__version__)
-    assert version_tuple(newest) < version_tuple(ceiling)
+    tested = sorted({line(uvicorn.__version__), line(other)}, key=version_tuple)
+    assert tested[0] == line(floor), "the range's floor is a line the guards run under"
+    major, minor = version_tuple(tested[-1])
+    assert version_tuple(ceiling) == (major, minor + 1), "the range stops right after the newest line tested"
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -200,7 +214,7 @@ def test_a_request_whose_body_stalls_is_closed_after_the_body_time_out(
 
 
 @pytest.mark.parametrize(
-    "launcher", [gguf_mcp_argv, newest_uvicorn_gguf_mcp], ids=["gguf-mcp", "gguf-mcp-newest-uvicorn"]
+    "launcher", [gguf_mcp_argv, other_uvicorn_gguf_mcp], ids=["gguf-mcp", "gguf-mcp-other-uvicorn"]
 )
 @pytest.mark.parametrize("sent", list(STALLS.values()), ids=list(STALLS))
 async def test_past_the_connection_cap_health_and_clients_are_still_answered(
