@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.bridge import Bridge, base_env
+from tests.support.bridge import Bridge
 from tests.support.calls import text_of
+from tests.support.cli import run_cli
 from tests.support.gateway import ACCOUNT_KEY, CANNED_TEXT, Fault, Gateway
 from tests.support.llama import LlamaServer
 
@@ -21,14 +21,7 @@ SECRETS = (ACCOUNT_KEY, WRONG_KEY)
 
 def ask(env: dict[str, str], *args: str, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
     """`gguf-mcp ask ...` as a user runs it, with exactly `env`; fails the test if a secret shows."""
-    out = subprocess.run(
-        [sys.executable, "-m", "gguf_mcp", "ask", *args],
-        env=base_env() | env,
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=90,
-    )
+    out = run_cli("ask", *args, env=env, timeout=90, stdout=stdout)
     for secret in SECRETS:
         assert secret not in (out.stdout or "") + out.stderr
     return out
@@ -111,14 +104,3 @@ def test_a_reader_that_leaves_stops_the_generation_quietly(gw: Gateway, llama_se
     (cut,) = gw.wait_for_disconnects(1)  # the deployment's stream was closed mid-answer
     assert cut.path == "/v1/chat/completions"
     assert llama_server.wait_until_idle()
-
-
-def test_ask_never_imports_the_mcp_sdk(gateway: Gateway) -> None:
-    gateway.add_canned_deployment("dep-canned")
-    code = (
-        "import sys\nfrom gguf_mcp.cli import main\nrc = main(['ask', 'Hi'])\n"
-        "print('SDK' if any(m == 'mcp' or m.startswith('mcp.') for m in sys.modules) else 'NO-SDK', rc)"
-    )
-    env = {"GGUF_BASE_URL": gateway.base_url_for("dep-canned"), "MODELSLAB_API_KEY": ACCOUNT_KEY}
-    out = subprocess.run([sys.executable, "-c", code], env=base_env() | env, capture_output=True, text=True, timeout=60)
-    assert out.stdout.splitlines()[-1] == "NO-SDK 0", out.stdout + out.stderr

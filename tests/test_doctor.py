@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.bridge import Bridge, base_env, free_port
 from tests.support.calls import text_of
+from tests.support.cli import run_cli
 from tests.support.gateway import (
     ACCOUNT_KEY,
     Exchange,
@@ -39,13 +40,7 @@ SECRETS = (ACCOUNT_KEY, WRONG_KEY, LLAMA_KEY, HTTP_TOKEN)
 
 def doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """`gguf-mcp doctor` as a user runs it, with exactly `env`; fails the test if a secret shows."""
-    out = subprocess.run(
-        [sys.executable, "-m", "gguf_mcp", "doctor", *args],
-        env=base_env() | env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    out = run_cli("doctor", *args, env=env, timeout=90)
     for secret in SECRETS:
         assert secret not in out.stdout + out.stderr
     return out
@@ -320,10 +315,12 @@ def test_a_key_flag_is_refused_by_doctor_too() -> None:
     assert "--api-key is not accepted" in out.stderr
 
 
-def test_doctor_never_imports_the_mcp_sdk(gateway: Gateway) -> None:
+@pytest.mark.parametrize("command", [["doctor"], ["ask", "Hi"]], ids=["doctor", "ask"])
+def test_doctor_and_ask_never_import_the_mcp_sdk(gateway: Gateway, command: list[str]) -> None:
+    """They answer in a terminal: no second of the SDK's import before the first line."""
     gateway.add_canned_deployment("dep-canned")
     code = (
-        "import sys\nfrom gguf_mcp.cli import main\nrc = main(['doctor'])\n"
+        f"import sys\nfrom gguf_mcp.cli import main\nrc = main({command!r})\n"
         "print('SDK' if any(m == 'mcp' or m.startswith('mcp.') for m in sys.modules) else 'NO-SDK', rc)"
     )
     env = {"GGUF_BASE_URL": gateway.base_url_for("dep-canned"), "MODELSLAB_API_KEY": ACCOUNT_KEY}

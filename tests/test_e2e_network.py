@@ -8,16 +8,15 @@ behind a TLS front with a certificate made for the test, and/or a forwarding pro
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from tests.support.bridge import Bridge, base_env
+from tests.support.bridge import Bridge
 from tests.support.calls import text_of
+from tests.support.cli import run_cli
 from tests.support.gateway import ACCOUNT_KEY, Gateway
 from tests.support.netpath import ForwardProxy, TlsFront, self_signed_certificate
 
@@ -140,20 +139,12 @@ async def test_https_through_a_proxy_is_tunnelled_so_the_proxy_never_sees_the_ke
 def test_an_unsupported_proxy_scheme_stops_the_start_with_one_line_without_its_credentials(
     gw: Gateway, command: list[str]
 ) -> None:
-    env = base_env() | {
+    env = {
         "GGUF_BASE_URL": gw.base_url_for(DEP),
         "MODELSLAB_API_KEY": ACCOUNT_KEY,
         "HTTP_PROXY": f"socks5://user:{PROXY_PASSWORD}@127.0.0.1:1080",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "gguf_mcp", *command],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli(*command, env=env)
     assert done.returncode == 2
     (line,) = done.stderr.splitlines()
     assert line.startswith("gguf-mcp: configuration error: ")
@@ -172,16 +163,8 @@ def test_a_ca_bundle_that_is_not_there_stops_the_start_with_one_line(
 ) -> None:
     """The TLS context is built on first use (not at start), so what would break it is checked at start."""
     missing = tmp_path / "no-such-ca"
-    env = base_env() | {"GGUF_BASE_URL": gw.base_url_for(DEP), variable: str(missing)}
-    done = subprocess.run(
-        [sys.executable, "-m", "gguf_mcp", *command],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = {"GGUF_BASE_URL": gw.base_url_for(DEP), variable: str(missing)}
+    done = run_cli(*command, env=env)
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"gguf-mcp: configuration error: {variable}={missing} cannot be used (it does not exist)")
