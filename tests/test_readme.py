@@ -176,23 +176,31 @@ def test_the_snippets_name_only_settings_gguf_mcp_knows(tmp_path: Path) -> None:
         assert set(make(tmp_path).env) <= known, name
 
 
+def run_as_written(
+    script: str, home: Path, typed: str = "", *, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """A README bash snippet as a user runs it, in `home` (which gets the checkout's venv, as after
+    Install), from a desktop PATH, with `typed` on its standard input."""
+    (home / ".venv" / "bin").mkdir(parents=True)
+    (home / ".venv" / "bin" / "gguf-mcp").symlink_to(INSTALLED)
+    return subprocess.run(
+        ["/bin/bash", "-ec", script],
+        input=typed,
+        env={"PATH": DESKTOP_PATH, "HOME": str(home), **THIS_CHECKOUT},
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def test_the_doctor_snippet_checks_the_deployment(gw: Gateway, tmp_path: Path) -> None:
     """README, Check the setup: typed key (not echoed, not in history), then doctor from the venv."""
     language, text = code_after("\n## Check the setup\n")
     assert language == "bash"
     assert PLACEHOLDER_ID in text
     script = text.replace(f"GGUF_DEPLOYMENT_ID={PLACEHOLDER_ID}", f"GGUF_BASE_URL={gw.base_url_for('dep-main')}")
-    (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    (tmp_path / ".venv" / "bin" / "gguf-mcp").symlink_to(INSTALLED)  # the checkout's venv, from Install
-    out = subprocess.run(
-        ["/bin/bash", "-c", script],
-        input=ACCOUNT_KEY + "\n",
-        env={"PATH": DESKTOP_PATH, "HOME": str(tmp_path), **THIS_CHECKOUT},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_as_written(script, tmp_path, ACCOUNT_KEY + "\n")
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.splitlines()[-1] == "All 8 checks passed: gguf-mcp is ready for your MCP client."
     assert ACCOUNT_KEY not in out.stdout + out.stderr
@@ -207,17 +215,7 @@ def test_the_first_answer_snippet_streams_an_answer_after_doctor(gw: Gateway, tm
     assert language == "bash"
     url = gw.base_url_for("dep-main")
     script = (setup + text).replace(f"GGUF_DEPLOYMENT_ID={PLACEHOLDER_ID}", f"GGUF_BASE_URL={url}")
-    (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    (tmp_path / ".venv" / "bin" / "gguf-mcp").symlink_to(INSTALLED)
-    out = subprocess.run(
-        ["/bin/bash", "-c", script],
-        input=ACCOUNT_KEY + "\n",
-        env={"PATH": DESKTOP_PATH, "HOME": str(tmp_path), **THIS_CHECKOUT},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_as_written(script, tmp_path, ACCOUNT_KEY + "\n")
     assert out.returncode == 0, out.stdout + out.stderr
     _, ready, answer = out.stdout.partition("gguf-mcp is ready for your MCP client.\n")
     assert ready and len(answer) > 1 and answer.endswith("\n"), out.stdout  # doctor's verdict, then the answer
@@ -233,17 +231,8 @@ def test_the_quick_start_runs_as_written_against_a_plain_llama_server(tiny_model
     """README, Try it without a GGUF Cloud account: a keyless llama-server started the quick start's way
     (no --embeddings), then doctor and ask exactly as written: ready, and an answer."""
     _, text = code_after("point gguf-mcp at it; no key is needed")
-    (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    (tmp_path / ".venv" / "bin" / "gguf-mcp").symlink_to(INSTALLED)
     with running_llama_server(tiny_model_path, "", embeddings=False, log_path=tmp_path / "llama.log") as llama:
-        out = subprocess.run(
-            ["/bin/bash", "-ec", text.replace("http://127.0.0.1:8080", llama.url)],
-            env={"PATH": DESKTOP_PATH, "HOME": str(tmp_path), **THIS_CHECKOUT},
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
+        out = run_as_written(text.replace("http://127.0.0.1:8080", llama.url), tmp_path, timeout=90)
     assert out.returncode == 0, out.stdout + out.stderr
     checks, ready, answer = out.stdout.partition("gguf-mcp is ready for your MCP client.\n")
     assert "\n--   default: embeddings not served: " in checks
@@ -276,20 +265,9 @@ def test_the_run_snippet_starts_the_server_as_written(gw: Gateway, tmp_path: Pat
     """README, Run: the key typed at a prompt, then the venv's gguf-mcp serving stdio until stdin ends."""
     _, text = code_after("\n## Run\n")
     script = text.replace(f"GGUF_DEPLOYMENT_ID={PLACEHOLDER_ID}", f"GGUF_BASE_URL={gw.base_url_for('dep-main')}")
-    (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    (tmp_path / ".venv" / "bin" / "gguf-mcp").symlink_to(INSTALLED)
     request = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
                "capabilities": {}, "clientInfo": {"name": "readme", "version": "0"}}}  # fmt: skip
-    out = subprocess.run(
-        ["/bin/bash", "-c", script],
-        input=ACCOUNT_KEY + "\n" + json.dumps(request) + "\n",
-        env={"PATH": DESKTOP_PATH, "HOME": str(tmp_path), **THIS_CHECKOUT},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = run_as_written(script, tmp_path, ACCOUNT_KEY + "\n" + json.dumps(request) + "\n")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1])["result"]["serverInfo"]["name"] == "gguf-mcp"
     assert ACCOUNT_KEY not in out.stdout + out.stderr
