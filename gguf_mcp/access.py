@@ -38,7 +38,7 @@ from gguf_mcp.errors import (
     scope_missing,
     tool_not_listed,
 )
-from gguf_mcp.identity import caller_of, directory_of
+from gguf_mcp.identity import caller_of
 from gguf_mcp.logs import client_name
 from gguf_mcp.state import AppState
 
@@ -51,8 +51,7 @@ EVERY_DEPLOYMENT = frozenset({"list_models"})
 
 def current_caller(state: AppState) -> Caller:
     """Who makes the current MCP request (call it inside a tool, a resource or a middleware)."""
-    directory = state.identity.directory if state.identity is not None else directory_of(state.settings)
-    return caller_of(get_access_token(), directory)
+    return caller_of(get_access_token(), state.identity.directory)
 
 
 def deployments_for(state: AppState, caller: Caller) -> list[Deployment]:

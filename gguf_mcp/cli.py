@@ -173,17 +173,13 @@ def _broken_pipe(exc: BaseException) -> bool:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     import anyio
 
-    from gguf_mcp.identity import identity_for
     from gguf_mcp.server import build_server
     from gguf_mcp.state import open_state
 
     # A proxy it cannot use, an audit log it cannot append to: configuration errors, now.
     http, state = open_state(settings, metrics=settings.transport == "http")
-    state = replace(state, identity=identity_for(settings))
 
     async def serve() -> None:
         async with http:

@@ -16,7 +16,7 @@ from gguf_mcp.fairshare import AuditLog, FairShare
 from gguf_mcp.httpclient import Pool
 from gguf_mcp.upstream import UpstreamClient, upstream_client
 
-if TYPE_CHECKING:  # the SDK's import costs a second; `gguf-mcp ask` builds a state without it
+if TYPE_CHECKING:  # the SDK's import costs a second: `gguf-mcp ask` and doctor import this module, never open_state
     from gguf_mcp.identity import IdentityVerifier
 
 
@@ -28,10 +28,9 @@ class AppState:
     upstream: UpstreamClient
     fairshare: FairShare
     """Each call's limits, slot, metrics and audit record."""
-    identity: IdentityVerifier | None = None
-    """Who calls: the clients (reloaded on SIGHUP) and, over HTTP, the SDK's token verifier. Set by
-    the composition root of every MCP server; None (`gguf-mcp ask`) means the clients as loaded.
-    Read the caller with `gguf_mcp.access.current_caller`."""
+    identity: IdentityVerifier
+    """Who calls: the clients (reloaded on SIGHUP) and, over HTTP, the SDK's token verifier. Read the
+    caller with `gguf_mcp.access.current_caller`."""
 
     def deployment(self, name: str | None) -> Deployment:
         """The deployment a call named (None: the default); `UnknownDeployment` if there is none such."""
@@ -62,7 +61,9 @@ def open_state(settings: Settings, *, metrics: bool) -> tuple[Pool, AppState]:
         from gguf_mcp.fairshare.metrics import Metrics  # prometheus_client: only where /metrics shows it
 
         observer = Metrics()
+    from gguf_mcp.identity import identity_for  # the SDK's auth modules: only a server opens a state
+
     http, upstream = upstream_client(settings, observer)
     audit = AuditLog.open(settings.audit_log) if settings.audit_log is not None else None
     fairshare = FairShare.for_settings(settings, upstream, metrics=observer, audit=audit)
-    return http, AppState(settings, upstream, fairshare=fairshare)
+    return http, AppState(settings, upstream, fairshare=fairshare, identity=identity_for(settings))

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -18,13 +17,12 @@ from mcp.client.stdio import stdio_client
 from gguf_mcp.access import resource_refusal, tool_refusal, visible_tool
 from gguf_mcp.clients import Caller, ClientPolicy
 from gguf_mcp.config import load_settings
-from gguf_mcp.fairshare import FairShare
 from gguf_mcp.server import build_server
 from gguf_mcp.state import AppState
-from gguf_mcp.upstream import UpstreamClient
 from tests.support.bridge import base_env
 from tests.support.calls import text_of
 from tests.support.gateway import ACCOUNT_KEY, Gateway
+from tests.support.upstream import offline_state as offline_state_of
 
 CHAT = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
 
@@ -35,8 +33,7 @@ def offline_state(workdir: Path, clients: str = "") -> AppState:
     tables = "".join(f'[deployments.{n}]\nbase_url = "http://127.0.0.1:9"\n' for n in ("alpha", "beta", "gamma"))
     config.write_text(tables + clients)
     settings = load_settings({}, {"GGUF_MCP_CONFIG": str(config)})
-    upstream = UpstreamClient(httpx2.AsyncClient(), settings)
-    return AppState(settings, upstream, fairshare=FairShare.for_settings(settings, upstream))
+    return offline_state_of(settings)
 
 
 @pytest.fixture

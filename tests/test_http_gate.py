@@ -10,9 +10,9 @@ route checks.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
-import httpx2
 import pytest
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -20,13 +20,11 @@ from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from gguf_mcp.config import load_settings
-from gguf_mcp.fairshare import FairShare
 from gguf_mcp.http import build_app
 from gguf_mcp.http.auth import scope_refusal
-from gguf_mcp.identity import IdentifiedToken, IdentityVerifier, identity_for
-from gguf_mcp.state import AppState
-from gguf_mcp.upstream import UpstreamClient
+from gguf_mcp.identity import IdentifiedToken, IdentityVerifier
 from tests.support.bridge import INITIALIZE, MCP_HEADERS
+from tests.support.upstream import offline_state
 
 TOKEN = "tok-canary-gate-4f1c9e2a7b3d5e80"
 BASE = "http://127.0.0.1:8000"
@@ -59,11 +57,9 @@ def serve() -> Iterator[Any]:
     def serve(**environ: str) -> tuple[TestClient, CountingVerifier]:
         environ = {"GGUF_BASE_URL": "http://127.0.0.1:9", "GGUF_MCP_AUTH_TOKEN": TOKEN, **environ}
         settings = load_settings({"transport": "http"}, environ)
-        plain = identity_for(settings)
-        verifier = CountingVerifier(plain.directory, plain.access_tokens)
-        upstream = UpstreamClient(httpx2.AsyncClient(), settings)
-        fairshare = FairShare.for_settings(settings, upstream)
-        app = build_app(AppState(settings, upstream, fairshare=fairshare, identity=verifier))
+        state = offline_state(settings)
+        verifier = CountingVerifier(state.identity.directory, state.identity.access_tokens)
+        app = build_app(replace(state, identity=verifier))
         client = TestClient(app, base_url=BASE)
         clients.append(client.__enter__())  # runs the lifespan: the SDK's session manager
         return client, verifier

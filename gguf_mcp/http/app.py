@@ -7,7 +7,6 @@ import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 import anyio
 import uvicorn
@@ -28,7 +27,6 @@ from gguf_mcp.http.metrics import METRICS_PATH, metrics_endpoint
 from gguf_mcp.http.readiness import Readiness, healthz
 from gguf_mcp.http.reloading import hangups_ignored, reload_on_sighup
 from gguf_mcp.httpclient import Pool
-from gguf_mcp.identity import IdentityVerifier, identity_for
 from gguf_mcp.logs import announce, configure_logging
 from gguf_mcp.server import build_server
 from gguf_mcp.state import AppState, open_state
@@ -50,9 +48,7 @@ def build_app(state: AppState) -> ASGIApp:
     plus the routes in `_probes`, each with its checks attached (gate.py). Its lifespan reloads the
     clients on SIGHUP and closes the identity checks' HTTP client at the end.
     """
-    settings = state.settings
-    identity = state.identity or identity_for(settings)
-    state = replace(state, identity=identity)
+    settings, identity = state.settings, state.identity
     # sse-starlette ends every open event stream the moment uvicorn is asked to exit, which would
     # cut calls in flight. Ours end with their call (GET streams are refused), so let them finish;
     # uvicorn's graceful-shutdown bound still ends whatever outlives it.
@@ -79,11 +75,11 @@ def build_app(state: AppState) -> ASGIApp:
     with_scopes_published(app, auth)
     methods = ("POST",) if settings.stateless else ("POST", "DELETE")
     guard_routes(app, HostRules(settings), probes, methods, Verdict(Challenges(settings), identity))
-    return RequestIds(guarding_connections(_reloading(app, state, identity), settings))
+    return RequestIds(guarding_connections(_reloading(app, state), settings))
 
 
-def _reloading(app: ASGIApp, state: AppState, identity: IdentityVerifier) -> ASGIApp:
-    """`app`, reloading the clients on SIGHUP while it runs and closing `identity`'s HTTP client after."""
+def _reloading(app: ASGIApp, state: AppState) -> ASGIApp:
+    """`app`, reloading the clients on SIGHUP while it runs and closing the identity checks' HTTP client after."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
@@ -91,13 +87,13 @@ def _reloading(app: ASGIApp, state: AppState, identity: IdentityVerifier) -> ASG
             return
         try:
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(reload_on_sighup, state, identity)
+                tasks.start_soon(reload_on_sighup, state)
                 try:
                     await app(scope, receive, send)
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
-            await identity.aclose()
+            await state.identity.aclose()
 
     return wrapped
 

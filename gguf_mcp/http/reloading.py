@@ -18,7 +18,7 @@ import anyio
 
 from gguf_mcp.config import reload_clients
 from gguf_mcp.errors import ConfigError
-from gguf_mcp.identity import IdentityVerifier, directory_of
+from gguf_mcp.identity import directory_of
 from gguf_mcp.logs import announce
 from gguf_mcp.state import AppState
 
@@ -32,18 +32,19 @@ def hangups_ignored() -> None:
         signal.signal(hangup, signal.SIG_IGN)
 
 
-async def reload_on_sighup(state: AppState, identity: IdentityVerifier) -> None:
+async def reload_on_sighup(state: AppState) -> None:
     """Reload the clients on every SIGHUP until cancelled (signals reach the main thread's loop only)."""
     hangup = getattr(signal, "SIGHUP", None)
     if hangup is None or threading.current_thread() is not threading.main_thread():
         return
     with anyio.open_signal_receiver(hangup) as signals:
         async for _ in signals:
-            reload_clients_of(state, identity)
+            reload_clients_of(state)
 
 
-def reload_clients_of(state: AppState, identity: IdentityVerifier) -> None:
+def reload_clients_of(state: AppState) -> None:
     """Read the clients again and swap them in, or keep the current ones and say why (one line)."""
+    identity = state.identity
     before = identity.directory.clients
     try:
         fresh = reload_clients(state.settings)

@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx2
 from mcp.server.mcpserver import MCPServer
 
 from gguf_mcp.config import Settings
-from gguf_mcp.fairshare import FairShare
 from gguf_mcp.server import build_server
-from gguf_mcp.state import AppState
+from gguf_mcp.state import AppState, open_state
 from gguf_mcp.upstream import UpstreamClient, upstream_client
 
 
@@ -23,7 +21,11 @@ async def open_upstream(settings: Settings) -> AsyncIterator[UpstreamClient]:
         yield upstream
 
 
+def offline_state(settings: Settings) -> AppState:
+    """The state the server builds for `settings`, its upstream never used (the pool opens no client until a call)."""
+    return open_state(settings, metrics=False)[1]
+
+
 def offline_server(settings: Settings) -> MCPServer[AppState]:
     """An MCP server for `settings` whose upstream is never opened (for tools/list and schemas)."""
-    upstream = UpstreamClient(httpx2.AsyncClient(), settings)
-    return build_server(AppState(settings, upstream, fairshare=FairShare.for_settings(settings, upstream)))
+    return build_server(offline_state(settings))
